@@ -1,0 +1,147 @@
+"""The only module that touches gradio_client internals, guarded by version, with fallbacks.
+
+Why internals at all: the public API cannot meet the targets in `shared/PERFORMANCE.md`.
+- A `Client` fetches the Space's config and API info on construction, and keeps one session hash.
+  A conversation needs a session of its own, so every conversation would pay two HTTP requests.
+  `AdapterClient` answers both from a per-process cache (the h2oGPT approach, without copying).
+- Iterating a `Job` busy-polls every 1 ms, and its per-job reader sleeps 50 ms whenever nothing is
+  pending. `tap()` copies every raw server message of a client to the adapter the moment the
+  client's SSE reader receives it, so updates reach the caller without a polling quantum.
+
+What is used: `Client._get_config`, `Client._get_api_info`, `Client._telemetry_thread` (overridden),
+and `Client.pending_messages_per_event` (a dict of deques that the client's reader appends to and
+`send_data` registers events in with `setdefault`). `problems()` checks each of them; when one is
+missing or changed, `TAP_SUPPORTED` is false and the adapter uses the public `Job` API instead
+(slower, same results). `tests/test_gc_internals.py` fails loudly when these internals change.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gradio_client
+from gradio_client import Client
+from gradio_client.utils import ServerMessage
+
+# gradio_client releases whose internals this module was written and tested against.
+TESTED_VERSIONS = ("2.7",)
+GC_VERSION: str = getattr(gradio_client, "__version__", "") or ""
+
+Sink = Callable[[str, Any], None]
+"""Called from gradio_client's reader thread with (event_id, message); must not block."""
+
+
+def problems() -> list[str]:
+    """What no longer matches the internals this module relies on (empty when all is well)."""
+    found = []
+    if not GC_VERSION.startswith(TESTED_VERSIONS):
+        found.append(f"gradio_client {GC_VERSION} is not a tested version {TESTED_VERSIONS}")
+    for name in ("_get_config", "_get_api_info", "_telemetry_thread", "send_data", "stream_messages"):
+        if not callable(getattr(Client, name, None)):
+            found.append(f"Client.{name} is missing")
+    try:
+        init_src = inspect.getsource(Client.__init__)
+        send_src = inspect.getsource(Client.send_data)
+        stream_src = inspect.getsource(Client.stream_messages)
+    except (OSError, TypeError):
+        return found + ["gradio_client source is not inspectable"]
+    if "self.pending_messages_per_event" not in init_src:
+        found.append("Client.pending_messages_per_event is no longer set up in __init__")
+    if "pending_messages_per_event.setdefault(event_id" not in send_src:
+        found.append("Client.send_data no longer registers events with setdefault")
+    if "pending_messages_per_event[event_id].append" not in stream_src:
+        found.append("Client.stream_messages no longer appends messages per event")
+    return found
+
+
+TAP_SUPPORTED = not problems()
+
+
+class AdapterClient(Client):
+    """A `Client` that can be built from a cached config and API info, without HTTP requests.
+
+    With `cached=None` it behaves like `Client` (it fetches), which is how the first client of a
+    Space in this process is built; its config and info then seed every later client.
+    """
+
+    def __init__(self, src: str, *, cached: tuple[dict, dict] | None = None, **kwargs: Any) -> None:
+        self._cached = cached
+        super().__init__(src, **kwargs)
+
+    def _get_config(self) -> dict:
+        if self._cached is not None:
+            return copy.deepcopy(self._cached[0])
+        return super()._get_config()
+
+    def _get_api_info(self):  # type: ignore[no-untyped-def]
+        if self._cached is not None:
+            return copy.deepcopy(self._cached[1])
+        return super()._get_api_info()
+
+    def _telemetry_thread(self) -> None:
+        # Telemetry would open a connection to huggingface.co from a thread per client.
+        return None
+
+
+class _TappedDeque(deque):  # type: ignore[type-arg]
+    """The per-event message deque gradio_client reads from, copying each message to a sink.
+
+    Intermediate `process_generating` messages go only to the sink: the adapter applies their
+    diffs itself, so gradio_client's own per-update work (a deep copy of the whole chatbot per
+    update) is skipped. Every other message reaches gradio_client as before, so the `Job`
+    still completes, fails and cancels through its own code.
+    """
+
+    def __init__(self, items: Any, event_id: str, sink: Sink) -> None:
+        super().__init__(items)
+        self.event_id = event_id
+        self.sink = sink
+
+    def append(self, msg: Any) -> None:
+        if isinstance(msg, dict):
+            if msg.get("msg") == ServerMessage.process_generating:
+                self.sink(self.event_id, msg)
+                return
+            # gradio_client later pops keys from a completed message's output: copy first.
+            copied = dict(msg)
+            if isinstance(copied.get("output"), dict):
+                copied["output"] = dict(copied["output"])
+            self.sink(self.event_id, copied)
+        super().append(msg)
+
+
+class _TappedEvents(dict):  # type: ignore[type-arg]
+    """`Client.pending_messages_per_event`, wrapping each event's deque in a `_TappedDeque`."""
+
+    def __init__(self, sink: Sink, on_register: Callable[[str], None]) -> None:
+        super().__init__()
+        self.sink = sink
+        self.on_register = on_register
+
+    def __setitem__(self, event_id: str, value: Any) -> None:
+        if isinstance(value, deque) and not isinstance(value, _TappedDeque):
+            value = _TappedDeque(value, event_id, self.sink)
+        super().__setitem__(event_id, value)
+
+    def setdefault(self, event_id: str, default: Any = None) -> Any:
+        # Only `send_data` calls setdefault: it is how we learn a job's event id, in the
+        # submitting thread, before the job's messages are consumed.
+        if event_id not in self:
+            self[event_id] = default if default is not None else deque()
+        self.on_register(event_id)
+        return self[event_id]
+
+
+def tap(client: Client, sink: Sink, on_register: Callable[[str], None]) -> None:
+    """Route every raw server message of `client` to `sink` as soon as its reader gets it."""
+    if not TAP_SUPPORTED:
+        raise RuntimeError("gradio_client internals changed; use the public Job API")
+    with client.pending_lock:
+        tapped = _TappedEvents(sink, on_register)
+        for event_id, messages in client.pending_messages_per_event.items():
+            tapped[event_id] = messages
+        client.pending_messages_per_event = tapped

@@ -1,0 +1,349 @@
+"""The bridge from a gradio_client job (threads) to an anyio async iterator (one task).
+
+gradio_client runs a job on its own threads and offers two ways to follow it: iterating the Job
+(busy-polls every 1 ms) and `Job.__aiter__` (an asyncio queue filled unsafely from threads,
+woken by 0.5 s timeouts). Neither fits an async caller, so the bridge does this instead:
+
+- gradio_client's reader thread hands every raw server message to `Channel.put` (through the
+  tap in `_gc_internals`), which wakes the waiting task with the event loop's own thread-safe
+  call (`call_soon_threadsafe` / `TrioToken.run_sync_soon`): no polling, no quantum.
+- The task drains everything pending at once, applies diffs in place and yields one value.
+- The job's future reports its end through the same channel (`add_done_callback`), so errors
+  raised on gradio_client's threads arrive without polling either.
+- Leaving early (break, aclose, cancellation, timeout) cancels the job on the Space and waits,
+  shielded and bounded, until the job's threads are done.
+
+Where the tap is unavailable (gradio_client internals changed), `follow_job_public` follows the
+job with its public `status()` / `outputs()` at a short interval: correct, slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import sniffio
+
+from . import _gc_internals as gci
+from .deltas import apply_diff
+from .errors import (
+    QueueFullError,
+    QwenSpaceError,
+    RateLimitedError,
+    SpaceAppError,
+    SpaceUnavailableError,
+    StreamInterruptedError,
+)
+
+CANCEL_GRACE = 10.0  # seconds to wait, shielded, for a cancelled job's threads to end
+
+
+class Channel:
+    """A thread-to-task queue: `put` from any thread, `drain` from one anyio task."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._event: anyio.Event | None = None
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            self._soon: Callable[[Callable[[], Any]], Any] = (
+                trio.lowlevel.current_trio_token().run_sync_soon
+            )
+        else:
+            self._soon = asyncio.get_running_loop().call_soon_threadsafe
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self._items.append(item)
+            event, self._event = self._event, None
+        if event is not None:
+            try:
+                self._soon(event.set)
+            except Exception:  # the loop has closed: nobody is waiting any more
+                pass
+
+    async def drain(self) -> list[Any]:
+        """Everything pending, waiting for at least one item."""
+        while True:
+            with self._lock:
+                if self._items:
+                    items = list(self._items)
+                    self._items.clear()
+                    return items
+                event = self._event = anyio.Event()
+            await event.wait()
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int | None
+    queue_size: int | None
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class Output:
+    """The job's outputs after an update. The list is shared and updated in place: read, don't keep."""
+
+    data: list[Any]
+
+
+@dataclass(frozen=True)
+class Completed:
+    data: list[Any]
+
+
+JobEvent = Queued | Output | Completed
+
+
+def app_error(message: str | None, partial_text: str = "") -> QwenSpaceError:
+    """Map an error the Space's app reported to the adapter's error types."""
+    text = message or ""
+    low = text.lower()
+    if "quota" in low or "429" in low or "too many requests" in low or "rate limit" in low:
+        return RateLimitedError(
+            f"The Space refused for now: {text} Wait and retry, or run your own duplicate of the "
+            "Space (space=, hf_token=).",
+            partial_text=partial_text,
+        )
+    if not text:
+        return SpaceAppError(
+            "The Space's app raised an error and did not say which (it does not show errors). "
+            "Retry; if it persists, the Space may be broken.",
+            partial_text=partial_text,
+        )
+    return SpaceAppError(
+        f"The Space's app raised an error: {text} Change the request or retry later.",
+        space_message=text,
+        partial_text=partial_text,
+    )
+
+
+def job_error(exc: BaseException, url: str) -> QwenSpaceError:
+    """Map what a gradio_client job raised on its threads."""
+    from gradio_client.exceptions import AppError
+
+    from .session import map_connect_error
+
+    if isinstance(exc, QwenSpaceError):
+        return exc
+    if isinstance(exc, AppError):
+        return app_error(getattr(exc, "message", None) or str(exc))
+    name = type(exc).__name__
+    if name == "QueueError":
+        return QueueFullError(
+            f"The Space's queue at {url} is full. Retry in a moment; the adapter already "
+            "retried with backoff (raise max_retries= to try longer)."
+        )
+    if name == "TooManyRequestsError":
+        return RateLimitedError(f"The Space at {url} is rate limiting requests; wait and retry.")
+    if isinstance(exc, concurrent.futures.CancelledError) or str(exc) == "Server stopped.":
+        return StreamInterruptedError(
+            f"The connection to the Space at {url} ended before the answer was complete "
+            "(the Space restarted or the network dropped). Retry the request."
+        )
+    return map_connect_error(exc, url)
+
+
+class JobFollower:
+    """Follows one submitted job and yields `Queued`, `Output` and `Completed` events."""
+
+    def __init__(self, url: str, diffs: bool, output_types: tuple[str, ...]) -> None:
+        self.url = url
+        self.output_types = output_types
+        self.diffs = diffs  # sse_v2+ sends diffs after the first generating message
+        self.channel = Channel()
+        self.event_id: str | None = None
+        self.job: Any = None
+        self.finished = False
+        self.current: list[Any] | None = None
+        self._early: dict[str, list[Any]] = {}
+
+    # Called from gradio_client's threads.
+    def sink(self, event_id: str, msg: Any) -> None:
+        self.channel.put(("msg", event_id, msg))
+
+    def on_register(self, event_id: str) -> None:
+        self.channel.put(("registered", event_id, None))
+
+    def on_done(self, future: Any) -> None:
+        self.channel.put(("done", None, future))
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """The job's events until it completes; raises a `QwenSpaceError` if it fails.
+
+        Updates that arrive together are coalesced into one `Output`: a reader that falls
+        behind catches up in one step instead of replaying every intermediate state.
+        """
+        while True:
+            dirty = False
+            for kind, event_id, payload in await self.channel.drain():
+                msgs: list[dict[str, Any]] = []
+                if kind == "registered" and self.event_id is None:
+                    self.event_id = event_id
+                    msgs = self._early.pop(event_id, [])
+                elif kind == "msg" and self.event_id is None:
+                    self._early.setdefault(event_id, []).append(payload)
+                elif kind == "msg" and event_id == self.event_id:
+                    msgs = [payload]
+                elif kind == "done" and not self.finished:
+                    # The job ended without a completed message reaching us: its error (or its
+                    # result, had the tap missed the messages) is on the future.
+                    if dirty:
+                        yield Output(self.current)
+                    yield self._from_future(payload)
+                    return
+                for msg in msgs:
+                    try:
+                        event = self._handle(msg)
+                    except QwenSpaceError:
+                        if dirty:
+                            yield Output(self.current)
+                        raise
+                    if event is None:
+                        dirty = True
+                        continue
+                    if dirty:
+                        dirty = False
+                        yield Output(self.current)
+                    if event is not _IGNORED:
+                        yield event
+                    if isinstance(event, Completed):
+                        return
+            if dirty:
+                yield Output(self.current)
+
+    def _from_future(self, future: Any) -> Completed:
+        self.finished = True
+        exc = future.exception()
+        if exc is not None:
+            raise job_error(exc, self.url)
+        return Completed(as_wire(future.result(), self.output_types))
+
+    def _handle(self, msg: dict[str, Any]) -> JobEvent | object | None:
+        """Apply one server message; None means the outputs changed."""
+        kind = msg.get("msg")
+        if kind == "process_generating":
+            data = msg.get("output", {}).get("data", [])
+            if self.current is None or not self.diffs:
+                self.current = list(data)
+            else:
+                for i, diff in enumerate(data):
+                    while i >= len(self.current):
+                        self.current.append(None)
+                    self.current[i] = apply_diff(self.current[i], diff)
+            return None
+        if kind == "estimation":
+            return Queued(msg.get("rank"), msg.get("queue_size"), msg.get("rank_eta"))
+        if kind == "process_completed":
+            self.finished = True
+            output = msg.get("output") or {}
+            if not msg.get("success", True) or "error" in output:
+                raise app_error(output.get("error"))
+            return Completed(list(output.get("data", [])))
+        if msg.get("message") == "Server stopped unexpectedly.":
+            self.finished = True
+            raise StreamInterruptedError(
+                f"The Space at {self.url} stopped while answering. Retry the request."
+            )
+        return _IGNORED
+
+
+_IGNORED = object()
+
+
+def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any) -> Any:
+    """Submit a job with the tap in place (runs in a worker thread: submit may block briefly)."""
+    job = client.submit(*args, fn_index=fn_index)
+    follower.job = job
+    job.add_done_callback(follower.on_done)
+    return job
+
+
+class Router:
+    """The tap of one client, handing its messages to whichever job is being followed now."""
+
+    def __init__(self) -> None:
+        self.follower: JobFollower | None = None
+
+    def sink(self, event_id: str, msg: Any) -> None:
+        follower = self.follower
+        if follower is not None:
+            follower.sink(event_id, msg)
+
+    def on_register(self, event_id: str) -> None:
+        follower = self.follower
+        if follower is not None:
+            follower.on_register(event_id)
+
+
+def install_tap(client: Any) -> Router | None:
+    """Tap `client` once; None when gradio_client's internals changed (use the public API)."""
+    if not gci.TAP_SUPPORTED:
+        return None
+    router = Router()
+    gci.tap(client, router.sink, router.on_register)
+    return router
+
+
+async def cancel_job(job: Any, follower: JobFollower | None) -> None:
+    """Cancel a job on the Space and wait (bounded) for its threads; never raises."""
+    if job is None:
+        return
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_GRACE):
+        try:
+            await anyio.to_thread.run_sync(job.cancel)
+        except Exception:
+            pass
+        await anyio.to_thread.run_sync(_wait_future, job, CANCEL_GRACE)
+
+
+def _wait_future(job: Any, timeout: float) -> None:
+    try:
+        concurrent.futures.wait([job.future], timeout=timeout)
+    except Exception:
+        pass
+
+
+def as_wire(result: Any, output_types: tuple[str, ...]) -> list[Any]:
+    """gradio_client's processed result back in wire order (it drops State outputs, and
+    returns a single output bare): the tap path and the public path then yield the same shape."""
+    kept = [t for t in output_types if t != "state"]
+    values = list(result) if isinstance(result, tuple) and len(kept) != 1 else [result]
+    it = iter(values)
+    return [None if t == "state" else next(it, None) for t in output_types]
+
+
+async def follow_job_public(
+    job: Any, output_types: tuple[str, ...], poll: float = 0.02
+) -> AsyncIterator[JobEvent]:
+    """Follow a job with gradio_client's public API only: the fallback when the tap cannot work."""
+    from gradio_client.utils import Status
+
+    seen = 0
+    while True:
+        status = job.status()
+        outputs = job.outputs()
+        if status.code == Status.IN_QUEUE:
+            yield Queued(status.rank, status.queue_size, status.eta)
+        if len(outputs) > seen and not job.done():
+            seen = len(outputs)
+            yield Output(as_wire(outputs[-1], output_types))
+        if job.done():
+            exc = job.exception()
+            if exc is not None:
+                raise job_error(exc, "")
+            yield Completed(as_wire(job.result(), output_types))
+            return
+        await anyio.sleep(poll)
+
+
+__all__ = ["Channel", "Completed", "JobFollower", "Output", "Queued", "SpaceUnavailableError"]

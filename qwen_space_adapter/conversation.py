@@ -1,0 +1,99 @@
+"""The conversation object: what a caller keeps to continue a chat on the same Space session.
+
+The Space keeps each session's task history on the server, keyed by the session hash, and the
+browser keeps the chatbot value. A `JsonConversation` holds both halves that live on our side:
+the session hash and the last chatbot value, plus where it belongs. It is plain data, so
+`get_dict()` -> JSON -> `from_dict()` continues the conversation in another process.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from .errors import InvalidRequestError
+
+SESSION_HASH_RE = re.compile(r"^[0-9a-z]{6,64}$")
+
+
+def generate_session_hash() -> str:
+    """A fresh session hash: 12 lowercase hex characters from a uuid4, as the Space's web UI uses."""
+    return uuid.uuid4().hex[:12]
+
+
+class JsonConversation:
+    """g4f-compatible conversation state: attributes from keyword arguments, `get_dict`, `from_dict`.
+
+    Attributes the adapter sets: `session_hash`, `space` (the Space's URL), `model`, `chatbot` (the
+    Space's last chatbot value) and `message_count` (how many of the caller's messages the Space
+    has seen, so that passing the grown `messages` list sends only the new message).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def get_dict(self) -> dict[str, Any]:
+        """The conversation as JSON-ready data (no private attributes)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JsonConversation:
+        """Rebuild a conversation from `get_dict()` output (after a JSON round trip, say)."""
+        if not isinstance(data, dict):
+            raise InvalidRequestError(
+                f"JsonConversation.from_dict expects a dict, got {type(data).__name__}."
+            )
+        return cls(**data)
+
+    def __repr__(self) -> str:
+        turns = len(getattr(self, "chatbot", None) or [])
+        return (
+            f"JsonConversation(session_hash={getattr(self, 'session_hash', None)!r}, "
+            f"space={getattr(self, 'space', None)!r}, turns={turns})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonConversation) and other.get_dict() == self.get_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def check_conversation(conversation: Any, space: str) -> JsonConversation | None:
+    """Validate a conversation passed back by a caller, before anything is sent.
+
+    Accepts a `JsonConversation`, any object with `get_dict()` (g4f's own class), or a plain dict.
+    """
+    if conversation is None:
+        return None
+    if isinstance(conversation, dict):
+        data = conversation
+    elif callable(getattr(conversation, "get_dict", None)):
+        data = conversation.get_dict()
+    else:
+        raise InvalidRequestError(
+            f"conversation must be a JsonConversation (or its get_dict()), got "
+            f"{type(conversation).__name__}."
+        )
+    session_hash = data.get("session_hash")
+    if not isinstance(session_hash, str) or not SESSION_HASH_RE.match(session_hash):
+        raise InvalidRequestError(
+            "conversation.session_hash must be 6-64 lowercase letters and digits, as made by "
+            "generate_session_hash(); pass the conversation object this adapter yielded."
+        )
+    chatbot = data.get("chatbot", [])
+    if not isinstance(chatbot, list):
+        raise InvalidRequestError("conversation.chatbot must be a list (the Space's chatbot value).")
+    count = data.get("message_count", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InvalidRequestError("conversation.message_count must be a non-negative integer.")
+    owner = data.get("space")
+    if owner is not None and owner != space:
+        raise InvalidRequestError(
+            f"This conversation belongs to the Space at {owner}, not {space}; start a new "
+            "conversation (conversation=None) or pass space= to match it."
+        )
+    if isinstance(conversation, JsonConversation):
+        return conversation
+    return JsonConversation(**data)

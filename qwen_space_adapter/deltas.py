@@ -1,0 +1,148 @@
+"""Snapshots of the chatbot in, answer deltas and status events out: pure functions.
+
+The Space streams the *whole* chatbot (as diffs against the previous value). The adapter keeps
+the chatbot up to date with `apply_diff`, reads the bot's text of the last turn with `bot_text`,
+and `DeltaTracker` turns that growing text into deltas with three rules from the evidence:
+- the `Qwen is thinking...` placeholder is a status (`Reasoning`), never answer text;
+- everything from `\\n<summary>` on is metadata (`Summary`), never answer text; a partial marker at
+  the end of a snapshot is held back until the next snapshot shows what it is;
+- if a snapshot does not extend what was already yielded, say so (`TextRewritten`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import APIChangedError
+from .events import Reasoning, Summary, TextRewritten
+
+THINKING = "Qwen is thinking..."
+SUMMARY_MARKER = "\n<summary>"
+
+Item = str | Reasoning | Summary | TextRewritten
+
+
+def apply_diff(value: Any, diff: list[list[Any]]) -> Any:
+    """Apply Gradio's diff operations to `value` in place and return the new value.
+
+    Unlike gradio_client's `apply_diff`, this does not deep-copy the value first: the chatbot
+    of turn 20 costs no more per update than the chatbot of turn 1.
+    """
+    for action, path, edit in diff:
+        if not path:
+            if action == "replace":
+                value = edit
+            elif action == "append":
+                value = value + edit
+            else:
+                raise APIChangedError(f"The Space sent an unknown diff action {action!r}.")
+            continue
+        target = value
+        for key in path[:-1]:
+            target = target[key]
+        key = path[-1]
+        if action == "replace":
+            target[key] = edit
+        elif action == "append":
+            target[key] += edit
+        elif action == "add":
+            if isinstance(target, list):
+                target.insert(int(key), edit)
+            else:
+                target[key] = edit
+        elif action == "delete":
+            del target[int(key) if isinstance(target, list) else key]
+        else:
+            raise APIChangedError(f"The Space sent an unknown diff action {action!r}.")
+    return value
+
+
+def _message_text(message: Any) -> str:
+    if message is None:
+        return ""
+    if isinstance(message, str):
+        return message
+    if isinstance(message, dict) and isinstance(message.get("text", ""), str | None):
+        return message.get("text") or ""
+    raise APIChangedError(
+        f"The Space's chatbot holds a bot message of an unexpected shape: {type(message).__name__}. "
+        "The adapter expects the legacy modelscope_studio message dicts ({'text': ...})."
+    )
+
+
+def bot_text(chatbot: Any) -> str | None:
+    """The bot's text in the last turn of a legacy modelscope_studio chatbot value.
+
+    The value is a list of `[user, bot]` pairs; the bot side is None, a string, a message dict, or a
+    list of those (the Space uses a list of one dict). Several bot messages are joined by a blank
+    line. None means the bot has not said anything yet.
+    """
+    if not isinstance(chatbot, list):
+        raise APIChangedError(
+            f"The Space's chatbot value is a {type(chatbot).__name__}, not a list of "
+            "[user, bot] pairs. The Space's API has changed; update qwen_space_adapter."
+        )
+    if not chatbot:
+        return None
+    pair = chatbot[-1]
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        raise APIChangedError(
+            "The Space's chatbot value no longer holds [user, bot] pairs. "
+            "The Space's API has changed; update qwen_space_adapter."
+        )
+    bot = pair[1]
+    if bot is None:
+        return None
+    if isinstance(bot, list | tuple):
+        return "\n\n".join(_message_text(m) for m in bot)
+    return _message_text(bot)
+
+
+class DeltaTracker:
+    """Turns successive bot-text snapshots into deltas and events.
+
+    Invariant, checked by the tests: when no `TextRewritten` is yielded, the concatenation of
+    the `str` items equals the final text with the summary block removed.
+    """
+
+    def __init__(self, placeholder: str = THINKING, marker: str = SUMMARY_MARKER) -> None:
+        self.placeholder = placeholder
+        self.marker = marker
+        self.emitted = ""
+        self.summary: str | None = None
+        self.thinking_seen = False
+        self.text_seen = False
+
+    def _split(self, snapshot: str, final: bool) -> tuple[str, str | None]:
+        cut = snapshot.find(self.marker)
+        if cut >= 0:
+            return snapshot[:cut], snapshot[cut + 1 :]
+        if not final:
+            # Hold back a tail that may be the start of the marker ("\n", "\n<", "\n<sum"...).
+            start = snapshot.rfind("\n", max(0, len(snapshot) - len(self.marker)))
+            if start >= 0 and self.marker.startswith(snapshot[start:]):
+                return snapshot[:start], None
+        return snapshot, None
+
+    def feed(self, snapshot: str | None, *, final: bool = False) -> list[Item]:
+        """The items that a new snapshot of the bot's text adds; `final` flushes held-back text."""
+        if snapshot is None:
+            return []
+        if not self.text_seen and snapshot.strip() == self.placeholder:
+            if self.thinking_seen:
+                return []
+            self.thinking_seen = True
+            return [Reasoning(status=self.placeholder)]
+        self.text_seen = True
+        body, summary = self._split(snapshot, final)
+        items: list[Item] = []
+        if body.startswith(self.emitted):
+            if len(body) > len(self.emitted):
+                items.append(body[len(self.emitted) :])
+        else:
+            items.append(TextRewritten(text=body, previous=self.emitted))
+        self.emitted = body
+        if summary is not None and self.summary is None and final:
+            self.summary = summary
+            items.append(Summary(text=summary))
+        return items

@@ -1,0 +1,90 @@
+"""Every error the adapter raises, rooted at `QwenSpaceError`.
+
+Callers catch one root, or a subclass for the case they can act on. Each message says what
+happened and what to do next. `partial_text` keeps whatever answer text had already streamed,
+so a failure mid-answer loses nothing; `retryable` says whether sending the same request again
+can help. Messages never contain a token: they are built from our own words and the Space's.
+"""
+
+from __future__ import annotations
+
+
+class QwenSpaceError(Exception):
+    """Root of every error raised by qwen_space_adapter."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, partial_text: str = "") -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+
+
+class InvalidRequestError(QwenSpaceError, ValueError):
+    """The call was refused before anything was sent; fix the named argument and call again."""
+
+
+class ModelNotSupportedError(InvalidRequestError):
+    """The model name is neither a model of this provider nor one of its aliases."""
+
+
+class SpaceUnavailableError(QwenSpaceError):
+    """The Space could not be reached or is not running (refused, 5xx, sleeping, paused, building)."""
+
+    retryable = True
+
+
+class StreamInterruptedError(SpaceUnavailableError):
+    """The connection to the Space ended before the answer was complete."""
+
+    retryable = False
+
+
+class QueueFullError(QwenSpaceError):
+    """The Space's queue refused the job because it is full."""
+
+    retryable = True
+
+
+class RateLimitedError(QwenSpaceError):
+    """The Space or Hugging Face refused for now: too many requests or GPU quota used up."""
+
+    retryable = True
+
+
+class SpaceAppError(QwenSpaceError):
+    """The Space's own code raised an error while answering; the Space's message is kept."""
+
+    def __init__(self, message: str, *, space_message: str | None = None, partial_text: str = "") -> None:
+        super().__init__(message, partial_text=partial_text)
+        self.space_message = space_message
+
+
+class APIChangedError(QwenSpaceError):
+    """The Space no longer has the endpoints or value shapes this adapter was built for."""
+
+
+class SpaceTimeoutError(QwenSpaceError, TimeoutError):
+    """An answer took longer than the caller allowed (whole answer, first token, or silence)."""
+
+    def __init__(self, message: str, *, phase: str, partial_text: str = "") -> None:
+        super().__init__(message, partial_text=partial_text)
+        self.phase = phase
+
+
+class ReplicaError(QwenSpaceError):
+    """The local replica Space could not be built or started."""
+
+
+__all__ = [
+    "APIChangedError",
+    "InvalidRequestError",
+    "ModelNotSupportedError",
+    "QueueFullError",
+    "QwenSpaceError",
+    "RateLimitedError",
+    "ReplicaError",
+    "SpaceAppError",
+    "SpaceTimeoutError",
+    "SpaceUnavailableError",
+    "StreamInterruptedError",
+]

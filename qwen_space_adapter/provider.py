@@ -1,0 +1,96 @@
+"""`Qwen_Qwen_2_5M`: the provider class of the seed document, backed by gradio_client jobs.
+
+Thin on purpose: it checks the call, resolves the model, and hands one turn to `turn.run_turn`.
+Attributes and the `create_async_generator` signature are those of the original g4f provider, so
+code written for it (and g4f itself) keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from .conversation import JsonConversation, check_conversation, generate_session_hash
+from .errors import ModelNotSupportedError
+from .events import StreamEvent
+from .messages import build_prompt, validate_messages
+from .options import parse_options
+from .session import DEFAULT_SPACE_URL
+from .turn import run_turn
+
+StreamItem = str | StreamEvent | JsonConversation
+
+
+class Qwen_Qwen_2_5M:
+    """The Qwen2.5-1M-Demo Space as a streaming chat provider."""
+
+    label: ClassVar[str] = "Qwen Qwen-2.5M"
+    url: ClassVar[str] = DEFAULT_SPACE_URL
+    api_endpoint: ClassVar[str] = f"{DEFAULT_SPACE_URL}/run/predict?__theme=light"
+    working: ClassVar[bool] = True
+    supports_stream: ClassVar[bool] = True
+    supports_system_message: ClassVar[bool] = True
+    supports_message_history: ClassVar[bool] = True
+    default_model: ClassVar[str] = "qwen-2.5-1m-demo"
+    model_aliases: ClassVar[dict[str, str]] = {"qwen-2.5-1m": "qwen-2.5-1m-demo"}
+    models: ClassVar[list[str]] = [default_model]
+
+    @classmethod
+    def get_model(cls, model: str | None) -> str:
+        """Resolve an alias, or the default for an empty name; refuse anything else."""
+        if not model:
+            return cls.default_model
+        if model in cls.models:
+            return model
+        if model in cls.model_aliases:
+            return cls.model_aliases[model]
+        valid = ", ".join(sorted([*cls.models, *cls.model_aliases]))
+        raise ModelNotSupportedError(f"Model {model!r} is not served by {cls.label}; use one of: {valid}.")
+
+    @classmethod
+    def create_async_generator(
+        cls,
+        model: str,
+        messages: Any,
+        proxy: str | None = None,
+        return_conversation: bool = False,
+        conversation: JsonConversation | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[StreamItem]:
+        """Stream an answer: `str` deltas, plus status events and (optionally) the conversation.
+
+        Everything about the call is checked here, before the generator starts, so bad input
+        raises at this line and nothing is sent. Options: `space`, `hf_token`, `files`,
+        `timeout`, `first_token_timeout`, `idle_timeout`, `max_retries`, `verify`.
+        """
+        resolved = cls.get_model(model)
+        msgs = validate_messages(messages)
+        opts = parse_options(proxy, kwargs, default_url=cls.url)
+        conv = check_conversation(conversation, opts.target.url)
+        seen = 0
+        if conv is None:
+            conv = JsonConversation(
+                session_hash=generate_session_hash(),
+                space=opts.target.url,
+                model=resolved,
+                chatbot=[],
+                message_count=0,
+            )
+        else:
+            seen = getattr(conv, "message_count", 0) or 0
+            conv.model = resolved
+        prompt = build_prompt(msgs, new_from=seen)
+        return cls._stream(conv, prompt, opts, len(msgs), return_conversation)
+
+    @staticmethod
+    async def _stream(
+        conv: JsonConversation, prompt: str, opts: Any, count: int, return_conversation: bool
+    ) -> AsyncIterator[StreamItem]:
+        if return_conversation:
+            yield conv
+        turn = run_turn(conv, prompt, opts, count)
+        try:
+            async for item in turn:
+                yield item
+        finally:
+            await turn.aclose()

@@ -1,0 +1,164 @@
+"""The replica's stand-in for Qwen2.5-1M: deterministic, weightless, and honest about its input.
+
+The replica exists to prove what reached the model, so every answer is built from the request:
+it quotes the last user message, acknowledges a system prompt, refers to earlier turns of the
+same session and answers questions about attached text. Tests compare answers with what they
+sent, which is how a broken adapter (lost history, leaked session, dropped file) gets caught.
+
+This module is pure Python with no third-party imports: it runs inside the replica's own
+environment (gradio 4.44) and is also unit-tested from the adapter's environment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+THINKING = "Qwen is thinking..."
+SUMMARY_MARKER = "\n<summary>"
+
+# Magic prompts switch a fault on for one request. They are documented in the README and in
+# `qwen-space replica --help`; the bracket syntax keeps them out of any natural sentence.
+FAULT_RE = re.compile(r"\[\[fault:([a-z-]+)(?:=([0-9.]+))?\]\]")
+# A test can ask for a long, slow answer without a fault: `[[tokens=500]]`, `[[delay=0.01]]`.
+KNOB_RE = re.compile(r"\[\[(tokens|delay)=([0-9.]+)\]\]")
+# The prompt convention the adapter uses when it sends a history as context (g4f's format_prompt).
+ROLE_RE = re.compile(r"^(System|User|Assistant): ?", re.MULTILINE)
+PASS_KEY_RE = re.compile(r"[Tt]he pass key is (\d+)")
+
+FAULTS = (
+    "error-before-first-token",
+    "error-mid-stream",
+    "stall",
+    "slow-first-token",
+    "die-mid-stream",
+)
+
+
+@dataclass
+class Request:
+    """What the model was asked, in the order the Space's task history keeps it."""
+
+    history: list[tuple[str, str]]  # earlier (user, assistant) turns of this session
+    user_text: str
+    files: list[tuple[str, str]] = field(default_factory=list)  # (name, text) of attachments
+
+
+@dataclass
+class Plan:
+    """How one answer unfolds: text tokens, pacing and any fault to inject."""
+
+    tokens: list[str]
+    summary: str
+    prefill_seconds: float
+    token_delay: float
+    fault: str | None = None
+    fault_arg: float | None = None
+
+
+def parse_prompt(text: str) -> tuple[str | None, list[tuple[str, str]], str]:
+    """Split a g4f-style prompt ("System: ...\\nUser: ...\\nAssistant: ...") into its parts.
+
+    A plain prompt without role prefixes is just the user message; the Space receives plain
+    prompts from the browser, and role-prefixed ones only from adapters that send context.
+    """
+    matches = list(ROLE_RE.finditer(text))
+    if not matches or matches[0].start() != 0:
+        return None, [], text.strip()
+    parts: list[tuple[str, str]] = []
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        parts.append((m.group(1), text[m.end() : end].strip()))
+    if parts and parts[-1] == ("Assistant", ""):
+        parts.pop()
+    system = "\n".join(c for r, c in parts if r == "System") or None
+    convo = [(r, c) for r, c in parts if r != "System"]
+    last_user = ""
+    if convo and convo[-1][0] == "User":
+        last_user = convo.pop()[1]
+    pairs: list[tuple[str, str]] = []
+    pending: str | None = None
+    for role, content in convo:
+        if role == "User":
+            if pending is not None:
+                pairs.append((pending, ""))
+            pending = content
+        else:
+            pairs.append((pending or "", content))
+            pending = None
+    if pending is not None:
+        pairs.append((pending, ""))
+    return system, pairs, last_user
+
+
+def _clean(text: str) -> str:
+    return FAULT_RE.sub("", KNOB_RE.sub("", text)).strip()
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    text = " ".join(_clean(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def compose_answer(req: Request) -> str:
+    """The answer text (without the summary block); every sentence proves part of the input."""
+    system, context_pairs, user = parse_prompt(req.user_text)
+    history = list(req.history) + context_pairs
+    sentences = [f'You said: "{_quote(user)}".']
+    if system:
+        sentences.append(f'I will follow the system prompt: "{_quote(system)}".')
+    if history:
+        first = history[0][0]
+        sentences.append(
+            f"This is turn {len(history) + 1} of our conversation; "
+            f'your first message was: "{_quote(first)}".'
+        )
+    else:
+        sentences.append("This is the first turn of our conversation.")
+    for name, content in req.files:
+        found = PASS_KEY_RE.search(content)
+        detail = f" The pass key is {found.group(1)}." if found else ""
+        sentences.append(f'I read "{name}" ({len(content)} characters).{detail}')
+    return " ".join(sentences)
+
+
+def tokenize(text: str) -> list[str]:
+    """Word-sized tokens that concatenate back to the text exactly."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def plan(
+    req: Request,
+    *,
+    token_delay: float = 0.02,
+    prefill_base: float = 0.05,
+    prefill_per_mb: float = 0.5,
+    max_tokens: int | None = None,
+) -> Plan:
+    """Decide tokens, pacing and faults for one request from its text and the launch settings."""
+    raw = req.user_text
+    fault = FAULT_RE.search(raw)
+    knobs = {k: float(v) for k, v in KNOB_RE.findall(raw)}
+    answer = compose_answer(req)
+    tokens = tokenize(answer)
+    if "tokens" in knobs:
+        want = int(knobs["tokens"])
+        tokens += [f" word{i}" for i in range(max(0, want - len(tokens)))]
+        del tokens[want:]
+    if max_tokens is not None:
+        tokens = tokens[:max_tokens]
+    context_chars = len(raw) + sum(len(c) for _, c in req.files)
+    context_chars += sum(len(u) + len(a) for u, a in req.history)
+    prefill = prefill_base + prefill_per_mb * context_chars / 1_000_000
+    summary = (
+        f"{SUMMARY_MARKER}<details><summary>Generation details</summary>"
+        f"context: {context_chars} chars; tokens: {len(tokens)}</details>"
+    )
+    return Plan(
+        tokens=tokens,
+        summary=summary,
+        prefill_seconds=prefill,
+        token_delay=knobs.get("delay", token_delay),
+        fault=fault.group(1) if fault else None,
+        fault_arg=float(fault.group(2)) if fault and fault.group(2) else None,
+    )

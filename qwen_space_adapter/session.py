@@ -1,0 +1,212 @@
+"""The Space session: where the Space is, what its API looks like, and one client per conversation.
+
+The Space's config and API info are fetched once per process and target (`SpaceInfo`), then every
+conversation gets a `gradio_client` client of its own, built from that cache without a request
+and bound to the conversation's session hash: two conversations never share server-side history.
+Clients are short-lived (one answer) and closed with their threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+
+from . import _gc_internals as gci
+from .endpoints import SpaceAPI, discover
+from .errors import (
+    APIChangedError,
+    InvalidRequestError,
+    QwenSpaceError,
+    RateLimitedError,
+    SpaceUnavailableError,
+)
+
+DEFAULT_SPACE_URL = "https://qwen-qwen2-5-1m-demo.hf.space"
+SPACE_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def space_url(space: str) -> str:
+    """The direct URL of a Space given as a URL or as an `owner/name` id.
+
+    Hugging Face serves a Space at `https://{owner}-{name}.hf.space`, lowercased, with `.` and `_`
+    turned into `-`; computing it avoids a request to the Hub API on every new client.
+    """
+    if not isinstance(space, str) or not space.strip():
+        raise InvalidRequestError("space must be a Space id like 'Qwen/Qwen2.5-1M-Demo' or a URL.")
+    space = space.strip()
+    if space.startswith(("http://", "https://")):
+        return space.rstrip("/")
+    if SPACE_ID_RE.match(space):
+        sub = re.sub(r"[._]", "-", space.replace("/", "-")).lower()
+        return f"https://{sub}.hf.space"
+    raise InvalidRequestError(
+        f"space={space!r} is neither a Space id ('owner/name') nor an http(s) URL."
+    )
+
+
+@dataclass(frozen=True)
+class SpaceTarget:
+    """Where to connect and how. The token is kept out of `repr` and of every message."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+    proxy: str | None = None
+    verify: bool = True
+
+    @property
+    def key(self) -> tuple[str, str, str | None, bool]:
+        digest = hashlib.sha256((self.token or "").encode()).hexdigest()[:16]
+        return (self.url, digest, self.proxy, self.verify)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(60.0, connect=10.0)}
+        if self.proxy:
+            httpx_kwargs["proxy"] = self.proxy
+        return {
+            "token": self.token,
+            "httpx_kwargs": httpx_kwargs,
+            "verbose": False,
+            "download_files": False,
+            "ssl_verify": self.verify,
+            "analytics_enabled": False,
+        }
+
+
+@dataclass
+class SpaceInfo:
+    """What one fetch of the Space's config and API info tells; shared by all its conversations."""
+
+    target: SpaceTarget
+    config: dict[str, Any]
+    api_info: dict[str, Any]
+    api: SpaceAPI
+    requests_made: int = 2
+
+
+_INFO: dict[tuple[str, str, str | None, bool], SpaceInfo] = {}
+_INFO_LOCKS: dict[tuple[str, str, str | None, bool], threading.Lock] = {}
+_INFO_GUARD = threading.Lock()
+
+
+def forget_spaces() -> None:
+    """Drop the per-process cache of Space configs (the next conversation fetches again)."""
+    with _INFO_GUARD:
+        _INFO.clear()
+
+
+def cached_info(target: SpaceTarget) -> SpaceInfo | None:
+    return _INFO.get(target.key)
+
+
+def map_connect_error(exc: BaseException, url: str) -> QwenSpaceError:
+    """Translate what gradio_client or httpx raised while reaching the Space."""
+    if isinstance(exc, QwenSpaceError):
+        return exc
+    text = str(exc)
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return SpaceUnavailableError(
+            f"Could not connect to the Space at {url}. Check the URL and your network; if it "
+            "is a Hugging Face Space, it may be sleeping or restarting: retry in a minute."
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return SpaceUnavailableError(f"The Space at {url} did not answer in time; retry later.")
+    if isinstance(exc, httpx.TransportError):
+        return SpaceUnavailableError(
+            f"The connection to the Space at {url} failed ({type(exc).__name__}); retry later."
+        )
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is None:
+        m = re.search(r"\b(4\d\d|5\d\d)\b", text)
+        status = int(m.group(1)) if m and "fetch" in text.lower() else None
+    if status == 429 or "Too many requests" in text:
+        return RateLimitedError(
+            f"The Space at {url} is rate limiting requests; wait a minute, or duplicate the Space "
+            "and pass space= with your copy and hf_token=."
+        )
+    if status in (401, 403):
+        err = SpaceUnavailableError(
+            f"The Space at {url} refused access ({status}); if it is private, pass hf_token= "
+            "(or set HF_TOKEN) with a token that can read it."
+        )
+        err.retryable = False
+        return err
+    if status is not None and status >= 500 or "Could not fetch config" in text:
+        return SpaceUnavailableError(
+            f"The Space at {url} is not serving (HTTP {status or 'error'}): it may be sleeping, "
+            "paused, building or restarting. Retry later, or check its page on Hugging Face."
+        )
+    if isinstance(exc, KeyError | TypeError | StopIteration | ValueError):
+        return APIChangedError(
+            f"The Space at {url} answered with a config this gradio_client cannot read "
+            f"({type(exc).__name__}). Its API has changed; update qwen_space_adapter."
+        )
+    return SpaceUnavailableError(f"Could not use the Space at {url}: {type(exc).__name__}.")
+
+
+def _fetch_info(target: SpaceTarget) -> SpaceInfo:
+    with _INFO_GUARD:
+        lock = _INFO_LOCKS.setdefault(target.key, threading.Lock())
+    with lock:
+        info = _INFO.get(target.key)
+        if info is not None:
+            return info
+        try:
+            client = gci.AdapterClient(target.url, **target.client_kwargs())
+        except Exception as exc:
+            raise map_connect_error(exc, target.url) from None
+        try:
+            config, api_info = client.config, client._info
+        finally:
+            close_client(client)
+        info = SpaceInfo(target, config, api_info, discover(config))
+        info.config["connect_heartbeat"] = False
+        _INFO[target.key] = info
+        return info
+
+
+async def space_info(target: SpaceTarget) -> SpaceInfo:
+    """The Space's config and API, fetched on first use in this process and cached after."""
+    info = _INFO.get(target.key)
+    if info is not None:
+        return info
+    return await anyio.to_thread.run_sync(_fetch_info, target, abandon_on_cancel=True)
+
+
+def open_client(info: SpaceInfo, session_hash: str) -> gci.AdapterClient:
+    """A client for one conversation's session, built without any request to the Space.
+
+    The heartbeat is off: gradio_client's heartbeat thread blocks up to 15 s on a read before it
+    notices `close()`, which would leak a thread per answer. Without a heartbeat the Space keeps
+    the session's state until it evicts it, which is what lets a saved conversation continue later.
+    """
+    cached = (info.config, info.api_info)
+    try:
+        client = gci.AdapterClient(info.target.url, cached=cached, **info.target.client_kwargs())
+    except Exception as exc:
+        raise map_connect_error(exc, info.target.url) from None
+    client.session_hash = session_hash
+    return client
+
+
+def close_client(client: Any, wait: bool = True) -> None:
+    """Stop the client's threads; with `wait`, return only once they have ended."""
+    try:
+        client.close()
+    except Exception:
+        pass
+    for name in ("executor", "helper_executor", "stream_executor"):
+        pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, name, None)
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def env_space() -> str:
+    return os.environ.get("QWEN_SPACE", "").strip()
