@@ -7,7 +7,8 @@ code written for it (and g4f itself) keeps working.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .conversation import JsonConversation, check_conversation, generate_session_hash
@@ -16,9 +17,39 @@ from .events import StreamEvent
 from .messages import build_prompt, validate_messages
 from .options import parse_options
 from .session import DEFAULT_SPACE_URL
+from .sync import iterate
 from .turn import run_turn
 
 StreamItem = str | StreamEvent | JsonConversation
+
+
+@dataclass
+class Answer:
+    """A whole answer: its text, the conversation to continue, and the events seen on the way."""
+
+    text: str
+    conversation: JsonConversation | None
+    events: list[StreamEvent] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def collect(items: Iterable[StreamItem]) -> Answer:
+    """Gather a stream into an `Answer`, honouring `TextRewritten` events."""
+    from .events import TextRewritten
+
+    text, conv, events = "", None, []
+    for item in items:
+        if isinstance(item, str):
+            text += item
+        elif isinstance(item, JsonConversation):
+            conv = item
+        else:
+            events.append(item)
+            if isinstance(item, TextRewritten):
+                text = item.text
+    return Answer(text, conv, events)
 
 
 class Qwen_Qwen_2_5M:
@@ -81,6 +112,74 @@ class Qwen_Qwen_2_5M:
             conv.model = resolved
         prompt = build_prompt(msgs, new_from=seen)
         return cls._stream(conv, prompt, opts, len(msgs), return_conversation)
+
+    @classmethod
+    def create_completion(
+        cls,
+        model: str,
+        messages: Any,
+        proxy: str | None = None,
+        return_conversation: bool = False,
+        conversation: JsonConversation | None = None,
+        **kwargs: Any,
+    ) -> Iterator[StreamItem]:
+        """The synchronous twin of `create_async_generator`: the same items, from a plain loop.
+
+        Works inside a running event loop too (Jupyter): the stream runs on a loop of its own.
+        """
+        return iterate(
+            cls.create_async_generator,
+            model,
+            messages,
+            proxy=proxy,
+            return_conversation=return_conversation,
+            conversation=conversation,
+            **kwargs,
+        )
+
+    @classmethod
+    def ask(
+        cls,
+        prompt: str | Any,
+        *,
+        model: str | None = None,
+        conversation: JsonConversation | None = None,
+        **kwargs: Any,
+    ) -> Answer:
+        """One call, whole answer: `ask("Hi").text`; `.conversation` continues it.
+
+        `prompt` is a user message string or a full `messages` list.
+        """
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return collect(
+            cls.create_completion(
+                model or cls.default_model,
+                messages,
+                return_conversation=True,
+                conversation=conversation,
+                **kwargs,
+            )
+        )
+
+    @classmethod
+    async def ask_async(
+        cls,
+        prompt: str | Any,
+        *,
+        model: str | None = None,
+        conversation: JsonConversation | None = None,
+        **kwargs: Any,
+    ) -> Answer:
+        """The async twin of `ask`."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        stream = cls.create_async_generator(
+            model or cls.default_model,
+            messages,
+            return_conversation=True,
+            conversation=conversation,
+            **kwargs,
+        )
+        return collect([item async for item in stream])
 
     @staticmethod
     async def _stream(

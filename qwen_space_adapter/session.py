@@ -138,7 +138,7 @@ def map_connect_error(exc: BaseException, url: str) -> QwenSpaceError:
         )
         err.retryable = False
         return err
-    if status is not None and status >= 500 or "Could not fetch config" in text:
+    if (status is not None and status >= 500) or "Could not fetch config" in text:
         return SpaceUnavailableError(
             f"The Space at {url} is not serving (HTTP {status or 'error'}): it may be sleeping, "
             "paused, building or restarting. Retry later, or check its page on Hugging Face."

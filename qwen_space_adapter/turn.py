@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import aclosing
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 

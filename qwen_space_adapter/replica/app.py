@@ -24,9 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
-import modelscope_studio as mgr  # noqa: E402
-import model  # noqa: E402
+import gradio as gr
+import model
+import modelscope_studio as mgr
 
 
 class Stats:

@@ -1,0 +1,115 @@
+"""pytest plugin: point tests at the live Space, a duplicate, or a local replica.
+
+Registered through the `pytest11` entry point, so installing the package is enough:
+
+    pytest --qwen-space=replica                 # start a local replica for the session
+    pytest --qwen-space=Qwen/Qwen2.5-1M-Demo    # the live Space (needs network)
+    pytest --qwen-space=http://127.0.0.1:7860   # any running copy
+
+Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bound to it),
+`qwen_replica` (a session-wide replica) and `qwen_replica_factory` (replicas with settings,
+stopped after the test). Tests marked `@pytest.mark.live` need the target; when it cannot be
+reached they are skipped, with the reason, after a probe of a few seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+PROBE_TIMEOUT = 5.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qwen-space")
+    group.addoption(
+        "--qwen-space",
+        action="store",
+        default=None,
+        metavar="TARGET",
+        help="Space id, URL, or 'replica' (start a local one) for tests marked 'live'.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "live: needs a reachable Space target (see --qwen-space)")
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why `url` cannot serve as a Space right now, or None when its config answers."""
+    import httpx
+
+    try:
+        r = httpx.get(url.rstrip("/") + "/config", timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError as e:
+        return f"cannot reach {url}: {type(e).__name__}: {e}"
+    if r.status_code != 200:
+        return f"{url}/config answered HTTP {r.status_code}"
+    try:
+        r.json()["dependencies"]
+    except Exception:
+        return f"{url} does not serve a Gradio config"
+    return None
+
+
+@pytest.fixture(scope="session")
+def qwen_replica() -> Iterator[Any]:
+    """A replica Space for the whole test session (built and started once, stopped at the end)."""
+    from .replica import Replica
+
+    with Replica(token_delay=0.005, prefill_base=0.02) as replica:
+        yield replica
+
+
+@pytest.fixture
+def qwen_replica_factory() -> Iterator[Callable[..., Any]]:
+    """Start replicas with launch settings (faults, limits); each is stopped after the test."""
+    from .replica import Replica
+
+    started: list[Any] = []
+
+    def start(**settings: Any) -> Any:
+        settings.setdefault("token_delay", 0.005)
+        settings.setdefault("prefill_base", 0.02)
+        replica = Replica(**settings)
+        started.append(replica)
+        replica.start()
+        return replica
+
+    yield start
+    for replica in started:
+        replica.close()
+
+
+@pytest.fixture(scope="session")
+def qwen_space_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the `--qwen-space` target; skips the test when it is unset or unreachable."""
+    from .session import space_url
+
+    target = request.config.getoption("--qwen-space")
+    if not target:
+        pytest.skip("no --qwen-space target given (use 'replica', a Space id or a URL)")
+    if target == "replica":
+        replica = request.getfixturevalue("qwen_replica")
+        return str(replica.url)
+    url = space_url(target)
+    reason = probe(url)
+    if reason:
+        pytest.skip(f"--qwen-space target unreachable: {reason}")
+    return url
+
+
+@pytest.fixture
+def qwen_provider(qwen_space_url: str) -> type:
+    """`Qwen_Qwen_2_5M` bound to the target: its `url` is the target's."""
+    from .provider import Qwen_Qwen_2_5M
+
+    return type("BoundQwen", (Qwen_Qwen_2_5M,), {"url": qwen_space_url})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("live") and "qwen_space_url" not in getattr(item, "fixturenames", ()):
+            item.fixturenames.append("qwen_space_url")  # type: ignore[attr-defined]

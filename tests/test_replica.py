@@ -1,0 +1,141 @@
+"""The replica speaks the Space's API as SPACE.md records it, through the current gradio_client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from gradio_client import Client
+
+PROMPT = "Hello, replica"
+USER_ENTRY = {
+    "id": None,
+    "elem_id": None,
+    "elem_classes": None,
+    "name": None,
+    "text": PROMPT,
+    "flushing": None,
+    "avatar": "",
+    "files": [],
+}
+
+
+def _client(url: str) -> Client:
+    return Client(url, verbose=False, download_files=False)
+
+
+def _turn(client: Client, text: str, chatbot: list | None = None) -> tuple[list, list]:
+    added = client.submit({"text": text, "files": []}, chatbot or [], fn_index=1).result()
+    job = client.submit(added[1], 0, fn_index=2)
+    outputs = list(job)
+    return added, outputs
+
+
+def test_config_is_the_spaces_stack(qwen_replica):
+    config = httpx.get(qwen_replica.url + "/config").json()
+    assert config["version"].startswith("4.44.")
+    assert config["show_api"] is False
+    types = {c["type"] for c in config["components"]}
+    assert {"modelscopechatbot", "modelscopemultimodalinput", "state", "number", "button"} <= types
+    deps = config["dependencies"]
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    assert [kinds[i] for i in deps[0]["outputs"]] == ["modelscopechatbot", "state"]
+    assert [kinds[i] for i in deps[1]["inputs"]] == [
+        "modelscopemultimodalinput", "modelscopechatbot", "state"]
+    assert deps[1]["outputs"] == deps[1]["inputs"]
+    assert [kinds[i] for i in deps[2]["inputs"]] == ["modelscopechatbot", "state", "number"]
+    assert [kinds[i] for i in deps[2]["outputs"]] == ["modelscopechatbot"]
+    assert deps[2]["trigger_after"] == 1
+
+
+def test_add_text_and_predict_have_the_recorded_shapes(qwen_replica):
+    client = _client(qwen_replica.url)
+    try:
+        added, outputs = _turn(client, PROMPT)
+    finally:
+        client.close()
+    assert added[1] == [[USER_ENTRY, None]]
+    first = outputs[0]
+    assert first[0][0] == USER_ENTRY
+    assert first[0][1][0]["text"] == "Qwen is thinking..."
+    final_text = outputs[-1][0][1][0]["text"]
+    assert set(outputs[-1][0][1][0]) == set(USER_ENTRY)
+    assert final_text.startswith(f'You said: "{PROMPT}".')
+    assert "\n<summary>" in final_text
+    texts = [o[0][1][0]["text"] for o in outputs[1:-1]]
+    assert len(texts) > 3 and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+
+
+def test_sessions_do_not_share_history(qwen_replica):
+    a, b = _client(qwen_replica.url), _client(qwen_replica.url)
+    try:
+        added, outputs = _turn(a, "my name is Ada")
+        _, second = _turn(a, "what is my name?", outputs[-1])
+        _, other = _turn(b, "who am I?")
+    finally:
+        a.close()
+        b.close()
+    assert 'your first message was: "my name is Ada"' in second[-1][-1][1][0]["text"]
+    other_text = other[-1][0][1][0]["text"]
+    assert "first turn" in other_text and "Ada" not in other_text
+
+
+def test_clear_resets_the_chatbot(qwen_replica):
+    client = _client(qwen_replica.url)
+    try:
+        assert client.predict(fn_index=0) == []
+    finally:
+        client.close()
+
+
+def test_attached_file_is_read(qwen_replica, tmp_path):
+    doc = tmp_path / "haystack.txt"
+    doc.write_text("filler text. " * 20000 + "The pass key is 71432. " + "more filler. " * 20000)
+    from gradio_client import handle_file
+
+    client = _client(qwen_replica.url)
+    try:
+        added = client.submit(
+            {"text": "What is the pass key?", "files": [handle_file(str(doc))]}, [], fn_index=1
+        ).result()
+        final = client.submit(added[1], 0, fn_index=2).result()
+    finally:
+        client.close()
+    assert "The pass key is 71432." in final[0][1][0]["text"]
+    assert added[1][0][0]["files"], "the user entry lists the attached file"
+
+
+def test_replica_process_stops_with_its_group(qwen_replica_factory):
+    replica = qwen_replica_factory()
+    pid = replica.pid
+    assert httpx.get(replica.url + "/config").status_code == 200
+    replica.stop()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(replica.url + "/config", timeout=2)
+
+
+def test_cli_replica_prints_url_and_stops_on_interrupt():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_space_adapter", "replica", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/config", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/config", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
