@@ -180,11 +180,10 @@ class JobFollower:
     async def events(self) -> AsyncIterator[JobEvent]:
         """The job's events until it completes; raises a `QwenSpaceError` if it fails.
 
-        Updates that arrive together are coalesced into one `Output`: a reader that falls
-        behind catches up in one step instead of replaying every intermediate state.
+        Every update is yielded, also when several arrived together: a placeholder shown for
+        one update only (the Space's "thinking" text) must still reach the caller.
         """
         while True:
-            dirty = False
             for kind, event_id, payload in await self.channel.drain():
                 msgs: list[dict[str, Any]] = []
                 if kind == "registered" and self.event_id is None:
@@ -197,29 +196,16 @@ class JobFollower:
                 elif kind == "done" and not self.finished:
                     # The job ended without a completed message reaching us: its error (or its
                     # result, had the tap missed the messages) is on the future.
-                    if dirty:
-                        yield Output(self.current)
                     yield self._from_future(payload)
                     return
                 for msg in msgs:
-                    try:
-                        event = self._handle(msg)
-                    except QwenSpaceError:
-                        if dirty:
-                            yield Output(self.current)
-                        raise
+                    event = self._handle(msg)
                     if event is None:
-                        dirty = True
-                        continue
-                    if dirty:
-                        dirty = False
-                        yield Output(self.current)
-                    if event is not _IGNORED:
-                        yield event
-                    if isinstance(event, Completed):
-                        return
-            if dirty:
-                yield Output(self.current)
+                        yield Output(self.current or [])
+                    elif event is not _IGNORED:
+                        yield event  # type: ignore[misc]
+                        if isinstance(event, Completed):
+                            return
 
     def _from_future(self, future: Any) -> Completed:
         self.finished = True

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 class StreamEvent:
     """Base of the status events; `str()` is empty so events never leak into answer text."""
 
+    def __str__(self) -> str:
+        return ""
+
 
 @dataclass(frozen=True, repr=True)
 class Reasoning(StreamEvent):

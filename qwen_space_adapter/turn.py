@@ -97,10 +97,10 @@ async def _follow(
                     f"({_limit(clock.opts, phase)} s). Raise the timeout, or retry later.",
                     phase=phase,
                 )
-            if isinstance(event, bridge.Completed):
-                follower.finished = True
+            done = isinstance(event, bridge.Completed)
+            follower.finished = follower.finished or done
             yield event
-            if follower.finished:
+            if done:
                 return
     finally:
         await events.aclose()
