@@ -131,8 +131,14 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    launch: dict[str, Any] = {"server_name": args.host, "server_port": port, "prevent_thread_lock": True,
-                              "quiet": True, "share": False, "max_file_size": None}
+    launch: dict[str, Any] = {
+        "server_name": args.host,
+        "server_port": port,
+        "prevent_thread_lock": True,
+        "quiet": True,
+        "share": False,
+        "max_file_size": None,
+    }
     if not args.plain:
         launch["show_api"] = False
     demo.launch(**launch)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequestError
 from .session import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
+
+log = logging.getLogger("qwen_space_adapter")
 
 # A file is sent whole as context; Qwen2.5-1M reads about 4 MB of text, so 16 MB leaves room
 # for markup-heavy documents while refusing accidents (a video, a disk image) before upload.
@@ -135,7 +137,5 @@ def parse_options(proxy: str | None, kwargs: dict[str, Any], default_url: str = 
             "first_token_timeout, idle_timeout, max_retries, retry_backoff, verify, proxy."
         )
     if opts.ignored:
-        warnings.warn(
-            f"The Space has no setting for {', '.join(opts.ignored)}; ignored.", stacklevel=3
-        )
+        log.debug("the Space has no setting for %s; ignored", ", ".join(opts.ignored))
     return opts

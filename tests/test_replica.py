@@ -139,3 +139,15 @@ def test_cli_replica_prints_url_and_stops_on_interrupt():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_replica_started_from_a_notebook_kernel_still_answers(monkeypatch, qwen_replica_factory):
+    # ipykernel and Colab export an inline matplotlib backend the replica's environment lacks
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    replica = qwen_replica_factory()
+    client = _client(replica.url)
+    try:
+        _, outputs = _turn(client, PROMPT)
+    finally:
+        client.close()
+    assert outputs[-1][0][1][0]["text"].startswith(f'You said: "{PROMPT}".')

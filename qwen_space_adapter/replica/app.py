@@ -27,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 import model
 import modelscope_studio as mgr
+import replay
 
 
 class Stats:
@@ -125,6 +126,15 @@ def build(settings: argparse.Namespace) -> gr.Blocks:
             STATS.idle.clear()
         status = "cancelled"
         try:
+            if settings.replay:  # answer with a recorded transcript's turn instead of the model
+                bot = None
+                player = replay.load(settings.replay)
+                async for bot in player.stream(len(req.history), settings.replay_speed, gr.Error):
+                    _chatbot[-1][1] = bot
+                    yield _chatbot
+                _task_history.append({"role": "assistant", "content": [{"text": replay.text_of(bot)}]})
+                status = "completed"
+                return
             _chatbot[-1][1] = [{"text": model.THINKING}]
             yield _chatbot
             if fault == "error-before-first-token":
@@ -206,31 +216,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-queue-size", type=int, default=0)
     ap.add_argument("--concurrency-limit", type=int, default=0, help="0 = unlimited")
     ap.add_argument("--ready-file", default=None, help="write the URL here once serving")
-    return ap.parse_args(argv)
+    ap.add_argument("--replay", default=None, help="answer with this recorded transcript's turns")
+    ap.add_argument("--replay-speed", type=float, default=1.0, help="2.0 replays twice as fast")
+    args = ap.parse_args(argv)
+    if args.replay:  # a bad transcript stops the start, instead of failing the first request
+        try:
+            replay.load(args.replay).schedule(0, args.replay_speed)
+        except replay.TranscriptError as e:
+            ap.error(str(e))
+    return args
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    port = settings.port
-    if port == 0:
-        import socket
-
-        with socket.socket() as s:
-            s.bind((settings.host, 0))
-            port = s.getsockname()[1]
     demo = build(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    demo.launch(
-        server_name=settings.host,
-        server_port=port,
-        show_api=False,
-        prevent_thread_lock=True,
-        quiet=True,
-        share=False,
-        max_file_size=None,
-    )
+    # A free port picked here can be taken by another process before Gradio binds it (tests
+    # start replicas in parallel): pick again a few times rather than fail.
+    for attempt in range(5):
+        port = settings.port or _free_port(settings.host)
+        try:
+            demo.launch(
+                server_name=settings.host,
+                server_port=port,
+                show_api=False,
+                prevent_thread_lock=True,
+                quiet=True,
+                share=False,
+                max_file_size=None,
+            )
+            break
+        except OSError:
+            if settings.port or attempt == 4:
+                raise
     add_stats_routes(demo.server_app)
     url = f"http://{settings.host}:{port}"
     if settings.ready_file:

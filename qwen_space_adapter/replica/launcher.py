@@ -45,6 +45,7 @@ class ReplicaSettings:
     concurrency_limit: int = 0
     replay: str | None = None
     replay_speed: float = 1.0
+    app: str | None = None  # another app script to serve instead (tests use a changed-API variant)
     extra_args: list[str] = field(default_factory=list)
 
     def argv(self) -> list[str]:
@@ -91,8 +92,11 @@ class Replica:
         python = ensure_env()
         env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
         env.pop("GRADIO_SERVER_PORT", None)
+        # Jupyter and Colab set an inline matplotlib backend that does not exist in the replica's
+        # environment; gradio 4.44 imports matplotlib on every request and would fail each one.
+        env.pop("MPLBACKEND", None)
         self.process = subprocess.Popen(
-            [str(python), str(APP), *self.settings.argv()],
+            [str(python), self.settings.app or str(APP), *self.settings.argv()],
             stdout=subprocess.PIPE,
             stderr=self._log,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,896 @@
+"""The adapter's benchmark: `python benchmarks/run.py` (full, < 10 min) or `--quick` (smallest).
+
+It follows `shared/PERFORMANCE.md`: servers on 127.0.0.1 that stamp every update with their
+`time.time()`, three clients of the same servers in the same run (raw SSE, raw gradio_client, the
+adapter), and every figure reported as a ratio to raw SSE, because these machines are noisy and
+only same-run ratios hold. Each client runs in a subprocess of its own (`worker.py`), so CPU time,
+peak RSS and threads belong to one client only.
+
+Outputs (in `--out`, default `benchmarks/results/`): `latest.json` (every figure, raw data and
+the targets' verdicts), `table.md` (the README's table), `latency.png` and `cpu_concurrency.png`
+(skipped, with a note, when matplotlib is not installed: `pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "worker.py"
+STAMP_APP = HERE / "stamp_app.py"
+GRADIO6_SPEC = "gradio>=6,<7"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of every measurement; `quick` keeps each figure but shrinks it to seconds."""
+
+    quick: bool
+    latency_n: int
+    latency_delay: float
+    latency_rounds: int
+    latency_runs: int
+    levels: tuple[int, ...]
+    conc_n: int
+    conc_delay: float
+    growth_sizes: tuple[int, int]
+    growth_repeats: int
+    turns: int
+    turn_n: int
+    turn_convs: int
+    attach_bytes: int
+    attach_n: int
+    attach_runs: int
+    import_runs: int
+    worker_timeout: float
+
+
+FULL = Settings(
+    False, 200, 0.01, 2, 3, (1, 25, 100), 200, 0.01, (1000, 10000), 3, 20, 200, 2, 4_000_000, 50, 3, 7, 300.0
+)
+QUICK = Settings(True, 30, 0.01, 1, 1, (5,), 20, 0.01, (100, 1000), 1, 3, 20, 1, 256_000, 10, 1, 3, 120.0)
+
+QUICK_NOTE = "quick setting: clients ran side by side, timings indicative only"
+CLIENTS = ("sse", "gc", "adapter")
+LABELS = {
+    "sse": "raw SSE",
+    "gc": "raw gradio_client",
+    "gcwait": "gradio_client (result only)",
+    "adapter": "adapter",
+    "sse6": "raw SSE",
+    "gc6": "raw gradio_client",
+    "bridge": "adapter bridge",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers: child processes in their own process group, always stopped.
+
+
+class Server:
+    """A stamp app in another environment; ready when it prints its URL, stopped with its group."""
+
+    def __init__(self, python: Path, *args: str) -> None:
+        self.python, self.args = python, args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()
+        self.url = ""
+
+    def start(self, timeout: float = 120.0) -> str:
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+        env.pop("GRADIO_SERVER_PORT", None)
+        self.proc = subprocess.Popen(
+            [str(self.python), str(STAMP_APP), *self.args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        buf = b""
+        while b"\n" not in buf:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.log.seek(0)
+                tail = self.log.read().decode(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"stamp app {self.args} did not start:\n{tail}")
+            chunk = self.proc.stdout.read(4096)
+            if chunk:
+                buf += chunk
+            else:
+                time.sleep(0.05)
+        self.url = buf.split(b"\n", 1)[0].decode().strip()
+        return self.url
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # anything left in its group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.stdout:
+            proc.stdout.close()
+        proc.wait()
+
+
+@contextmanager
+def running(server: Server, timeout: float = 120.0) -> Iterator[Server]:
+    try:
+        server.start(timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def gradio6_python(cache: Path, allow_build: bool, budget: float) -> tuple[Path | None, str]:
+    """Current Gradio in a venv of its own (built once); (None, reason) when unavailable.
+
+    The adapter's environment holds the current gradio_client only, and the replica's holds
+    gradio 4.44; "the bridge alone on current Gradio" needs a third environment.
+    """
+    env = cache / "bench-gradio6"
+    python = env / "bin" / "python"
+    marker = env / ".ready"
+    if marker.exists():
+        return python, ""
+    if python.exists():
+        probe = subprocess.run(
+            [str(python), "-c", "import gradio; print(gradio.__version__)"], capture_output=True, text=True
+        )
+        if probe.returncode == 0 and probe.stdout.startswith("6."):
+            marker.write_text(probe.stdout)
+            return python, ""
+    if not allow_build:
+        return None, f"no current-Gradio environment in {env} (the full run builds it once)"
+    print(f"building {env} with pip install '{GRADIO6_SPEC}' (once)...", file=sys.stderr, flush=True)
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(env)
+        proc = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", GRADIO6_SPEC],
+            capture_output=True,
+            text=True,
+            timeout=budget,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"pip install {GRADIO6_SPEC} took more than {budget:.0f} s; row skipped"
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return None, f"pip install {GRADIO6_SPEC} failed: {' | '.join(tail)}"
+    marker.write_text(GRADIO6_SPEC)
+    return python, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+
+
+def run_worker(specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """Run one client's scenarios in a fresh process; errors come back as results, not crashes."""
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(WORKER), json.dumps(specs)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            start_new_session=True,
+        )
+        out, err, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err, code = f"timed out after {timeout:.0f} s", -1
+    results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    done = {r.get("key") for r in results}
+    for spec in specs:
+        if spec.get("key") not in done:
+            tail = "\n".join(err.strip().splitlines()[-8:])
+            results.append(
+                {
+                    "client": spec["client"],
+                    "scenario": spec["scenario"],
+                    "key": spec.get("key"),
+                    "error": f"worker exit {code}: {tail}",
+                }
+            )
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize_latency(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per client: median over runs of each run's p50/p90/p99, completeness, pooled samples."""
+    out: dict[str, Any] = {}
+    for r in results:
+        c = out.setdefault(r["client"], {"runs": [], "complete": True, "samples_ms": [], "errors": []})
+        if "error" in r:
+            c["errors"].append(r["error"])
+            c["complete"] = False
+            continue
+        for run in r["runs"]:
+            lat = run["latencies_ms"]
+            c["runs"].append({q: pct(lat, v) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))})
+            c["complete"] = c["complete"] and run["complete"]
+            c["samples_ms"].extend(round(x, 3) for x in lat)
+    for c in out.values():
+        for q in ("p50", "p90", "p99"):
+            c[q + "_ms"] = med([run[q] for run in c["runs"]])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def make_attachment(path: Path, size: int) -> None:
+    """A UTF-8 text document of `size` bytes (lines of words, like a long report)."""
+    line = "The quarterly report lists every shipment, its route and its weight in kilograms.\n"
+    reps, rest = divmod(size, len(line))
+    path.write_text(line * reps + "x" * rest, encoding="utf-8")
+
+
+def import_costs(runs: int) -> dict[str, Any]:
+    """Cumulative import time (`-X importtime`) of each package, fresh interpreter each time."""
+    out: dict[str, Any] = {}
+    for module in ("gradio_client", "qwen_space_adapter"):
+        values = []
+        for _ in range(runs):
+            proc = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            for line in proc.stderr.splitlines():
+                parts = [p.strip() for p in line.split("|")]
+                if len(parts) == 3 and parts[2] == module:
+                    values.append(int(parts[1]) / 1000.0)
+        out[module] = {"ms": values, "median_ms": med(values)}
+    return out
+
+
+def measure(s: Settings, out_dir: Path, cache: Path) -> dict[str, Any]:
+    """Start the servers, run every worker, and return the raw results grouped by figure."""
+    from qwen_space_adapter.replica.env import ensure_env
+
+    data: dict[str, Any] = {
+        "settings": s.__dict__,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+    }
+    t_start = time.monotonic()
+    g6_python, g6_reason = gradio6_python(cache, allow_build=not s.quick, budget=300.0)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="qwen-bench-") as tmp:
+        space = Server(ensure_env())
+        plain = Server(g6_python, "--plain") if g6_python else None
+        stack.callback(space.stop)
+        if plain is not None:
+            stack.callback(plain.stop)
+            plain_start = _start_async(plain)
+        space.start()
+        plain_url = ""
+        if plain is not None:
+            try:
+                plain_url = plain_start()
+            except RuntimeError as e:
+                g6_reason = f"current-Gradio app did not start: {e}"
+                plain = None
+        url = space.url
+        data["servers"] = {"space": url, "plain": plain_url, "plain_skipped": g6_reason or None}
+        doc = Path(tmp) / "document.txt"
+        make_attachment(doc, s.attach_bytes)
+
+        def spec(client: str, scenario: str, **kw: Any) -> dict[str, Any]:
+            return {
+                "client": client,
+                "scenario": scenario,
+                "url": url,
+                "key": f"{client}:{scenario}:{kw}",
+                **kw,
+            }
+
+        lat = {"n": s.latency_n, "delay": s.latency_delay, "runs": s.latency_runs}
+        misc = [
+            ("growth", {"sizes": list(s.growth_sizes), "repeats": s.growth_repeats}),
+            ("turns", {"conversations": s.turn_convs, "turns": s.turns, "n": s.turn_n}),
+            ("attachment", {"runs": s.attach_runs, "n": s.attach_n, "delay": 0.005, "file": str(doc)}),
+            ("requests", {}),  # last: it patches httpx in its process
+        ]
+        results: list[dict[str, Any]] = []
+        progress = Progress(t_start)
+        if s.quick:
+            # One process per client, every scenario in it: a few seconds instead of a minute.
+            # The workers run side by side: quick checks that everything works, its timings are
+            # indicative only (the full run measures one client at a time).
+            level = s.levels[0]
+            jobs: list[tuple[str, list[dict[str, Any]]]] = []
+            for c in CLIENTS:
+                specs = [
+                    spec(c, "concurrency", conversations=level, n=s.conc_n, delay=s.conc_delay),
+                    spec(c, "latency", **lat),
+                ] + [spec(c, k, **kw) for k, kw in misc]
+                if plain is not None:
+                    pc = {"sse": "sse6", "gc": "gc6", "adapter": "bridge"}[c]
+                    specs.append({**spec(pc, "plain_latency", **lat), "url": plain_url})
+                jobs.append((f"{c}: all scenarios", specs))
+            jobs.append(
+                (
+                    "gcwait: concurrency",
+                    [spec("gcwait", "concurrency", conversations=level, n=s.conc_n, delay=s.conc_delay)],
+                )
+            )
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                futures = [(label, pool.submit(run_worker, specs, s.worker_timeout)) for label, specs in jobs]
+                for label, fut in futures:
+                    results += progress(label, fut.result())
+        else:
+            for r in range(s.latency_rounds):  # interleaved rounds: drift hits every client alike
+                for c in CLIENTS:
+                    results += progress(
+                        f"latency round {r + 1}: {c}",
+                        run_worker([{**spec(c, "latency", **lat), "key": f"lat{r}{c}"}], s.worker_timeout),
+                    )
+            if plain is not None:
+                for c in ("sse6", "gc6", "bridge"):
+                    results += progress(
+                        f"current Gradio latency: {c}",
+                        run_worker(
+                            [
+                                {
+                                    **spec(
+                                        c,
+                                        "plain_latency",
+                                        n=s.latency_n,
+                                        delay=s.latency_delay,
+                                        runs=s.latency_runs * s.latency_rounds,
+                                    ),
+                                    "url": plain_url,
+                                }
+                            ],
+                            s.worker_timeout,
+                        ),
+                    )
+            for level in s.levels:
+                for c in ("sse", "gcwait", "gc", "adapter"):
+                    results += progress(
+                        f"concurrency {level}: {c}",
+                        run_worker(
+                            [spec(c, "concurrency", conversations=level, n=s.conc_n, delay=s.conc_delay)],
+                            s.worker_timeout,
+                        ),
+                    )
+            for c in CLIENTS:
+                results += progress(
+                    f"growth, turns, attachment, requests: {c}",
+                    run_worker([spec(c, k, **kw) for k, kw in misc], s.worker_timeout),
+                )
+        data["imports"] = import_costs(s.import_runs)
+        space.stop()
+        if plain is not None:
+            plain.stop()
+    data["results"] = results
+    data["elapsed_s"] = time.monotonic() - t_start
+    return data
+
+
+def _start_async(server: Server) -> Any:
+    """Start a server in a thread (both servers boot in parallel); the returned call joins it."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            box["url"] = server.start()
+        except Exception as e:
+            box["error"] = e
+
+    t = threading.Thread(target=go)
+    t.start()
+
+    def join() -> str:
+        t.join()
+        if "error" in box:
+            raise RuntimeError(str(box["error"]))
+        return str(box["url"])
+
+    return join
+
+
+class Progress:
+    """One stderr line per worker, so a long run shows where it is."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def __call__(self, label: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bad = [r for r in results if "error" in r]
+        note = f" ERROR: {bad[0]['error'][-300:]}" if bad else ""
+        print(f"[{time.monotonic() - self.start:6.1f} s] {label}{note}", file=sys.stderr, flush=True)
+        return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures, targets, table
+
+
+def by(results: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+    return [r for r in results if r["scenario"] == scenario]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a else float("nan")
+
+
+def figures(data: dict[str, Any]) -> dict[str, Any]:
+    """Every published figure, computed from the raw results."""
+    res = data["results"]
+    f: dict[str, Any] = {}
+    f["latency"] = summarize_latency(by(res, "latency"))
+    plain = by(res, "plain_latency")
+    f["plain_latency"] = summarize_latency(plain) if plain else {"skipped": data["servers"]["plain_skipped"]}
+
+    conc: dict[str, dict[str, Any]] = {}
+    for r in by(res, "concurrency"):
+        entry = conc.setdefault(r["client"], {})
+        if "error" in r:
+            entry["error"] = r["error"]
+            continue
+        entry[str(r["conversations"])] = {
+            k: r[k] for k in ("cpu_s", "wall_s", "peak_threads", "peak_rss_mb", "complete")
+        }
+    f["concurrency"] = conc
+
+    growth: dict[str, Any] = {}
+    for r in by(res, "growth"):
+        if "error" in r:
+            growth[r["client"]] = {"error": r["error"], "complete": False}
+            continue
+        sizes = r["sizes"]
+        small, large = sorted(sizes, key=int)
+        g = {f"cpu_{n}_s": med(sizes[n]["cpu_s"]) for n in (small, large)}
+        g["ratio"] = ratio(g[f"cpu_{large}_s"], g[f"cpu_{small}_s"])
+        g["complete"] = all(v["complete"] for v in sizes.values())
+        growth[r["client"]] = g
+    f["growth"] = growth
+
+    turns: dict[str, Any] = {}
+    for r in by(res, "turns"):
+        if "error" in r:
+            turns[r["client"]] = {"error": r["error"], "complete": False}
+            continue
+        convs = r["conversations"]
+        first = med([c["cpu_s"][0] for c in convs])
+        last = med([c["cpu_s"][-1] for c in convs])
+        turns[r["client"]] = {
+            "turn_1_cpu_s": first,
+            "turn_last_cpu_s": last,
+            "extra_cpu_s": last - first,
+            "turns": len(convs[0]["cpu_s"]),
+            "complete": all(c["complete"] for c in convs),
+        }
+    f["turns"] = turns
+
+    attach: dict[str, Any] = {}
+    for r in by(res, "attachment"):
+        if "error" in r:
+            attach[r["client"]] = {"error": r["error"], "complete": False}
+            continue
+        attach[r["client"]] = {
+            "wall_s": med([x["wall_s"] for x in r["runs"]]),
+            "cpu_s": med([x["cpu_s"] for x in r["runs"]]),
+            "bytes": r["bytes"],
+            "complete": all(x["complete"] for x in r["runs"]),
+        }
+    f["attachment"] = attach
+
+    reqs: dict[str, Any] = {}
+    for r in by(res, "requests"):
+        if "error" in r:
+            reqs[r["client"]] = {"error": r["error"]}
+            continue
+        reqs[r["client"]] = {
+            t["turn"]: {"requests": t["requests"], "detail": t["detail"]} for t in r["turns"]
+        }
+    f["requests"] = reqs
+    f["imports"] = data["imports"]
+    return f
+
+
+def g(d: dict[str, Any], *path: str) -> float:
+    """A number deep in `d`, NaN when any step is missing (a failed worker)."""
+    cur: Any = d
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return float("nan")
+        cur = cur[p]
+    return float(cur) if isinstance(cur, int | float) else float("nan")
+
+
+def targets(f: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
+    """Each target of PERFORMANCE.md with the measured value and a verdict."""
+    top = str(max(s.levels))
+    small, large = (str(n) for n in s.growth_sizes)
+    lat, conc, gro, tur = f["latency"], f["concurrency"], f["growth"], f["turns"]
+    rows: list[tuple[str, float, float, str]] = [
+        (
+            "latency p50 vs raw SSE (Space's stack)",
+            ratio(g(lat, "adapter", "p50_ms"), g(lat, "sse", "p50_ms")),
+            1.2,
+            "<=",
+        ),
+        (
+            "latency p99 vs raw SSE (Space's stack)",
+            ratio(g(lat, "adapter", "p99_ms"), g(lat, "sse", "p99_ms")),
+            1.5,
+            "<=",
+        ),
+    ]
+    if "skipped" not in f["plain_latency"]:
+        pl = f["plain_latency"]
+        rows.append(
+            (
+                "bridge alone p50 vs raw SSE (current Gradio)",
+                ratio(g(pl, "bridge", "p50_ms"), g(pl, "sse6", "p50_ms")),
+                2.0,
+                "<=",
+            )
+        )
+    rows += [
+        (
+            f"{top} conversations: client CPU vs raw SSE",
+            ratio(g(conc, "adapter", top, "cpu_s"), g(conc, "sse", top, "cpu_s")),
+            1.25,
+            "<=",
+        ),
+        (
+            f"{top} conversations: wall vs raw SSE",
+            ratio(g(conc, "adapter", top, "wall_s"), g(conc, "sse", top, "wall_s")),
+            1.2,
+            "<=",
+        ),
+        (
+            f"{top} conversations: peak RSS vs gradio_client (result only)",
+            ratio(g(conc, "adapter", top, "peak_rss_mb"), g(conc, "gcwait", top, "peak_rss_mb")),
+            1.0,
+            "<=",
+        ),
+        (
+            f"growth: CPU {large} / {small} updates",
+            g(gro, "adapter", "ratio"),
+            12.0 * int(large) / int(small) / 10.0,
+            "<=",
+        ),
+    ]
+    extra_a, extra_s = g(tur, "adapter", "extra_cpu_s"), g(tur, "sse", "extra_cpu_s")
+    allowance = max(extra_s, 0.0) + 0.1 * g(tur, "adapter", "turn_1_cpu_s")
+    rows.append(
+        (
+            f"turn {s.turns} extra CPU over turn 1 (s), allowed: raw SSE's extra + 10% of turn 1",
+            extra_a,
+            allowance,
+            "<=",
+        )
+    )
+    rows.append(
+        (
+            "attachment: upload + stream vs raw httpx",
+            ratio(g(f["attachment"], "adapter", "wall_s"), g(f["attachment"], "sse", "wall_s")),
+            1.2,
+            "<=",
+        )
+    )
+    warm = f["requests"].get("adapter", {}).get("new conversation", {})
+    config_reqs = sum(1 for d in warm.get("detail", []) if d.endswith(("/config", "/info")))
+    rows.append(
+        ("warm turn: requests for config / API info", float(config_reqs) if warm else float("nan"), 0.0, "<=")
+    )
+    imp = f["imports"]
+    rows.append(
+        (
+            "import time vs gradio_client",
+            ratio(imp["qwen_space_adapter"]["median_ms"], imp["gradio_client"]["median_ms"]),
+            1.2,
+            "<=",
+        )
+    )
+    out = []
+    for name, value, limit, _op in rows:
+        met = value == value and value <= limit + 1e-12
+        out.append({"target": name, "value": value, "limit": limit, "met": bool(met)})
+    return out
+
+
+def completeness(f: dict[str, Any]) -> dict[str, bool]:
+    """Whether every stream of every client was complete and correct, per figure."""
+    ok: dict[str, bool] = {}
+    for fig in ("latency", "plain_latency", "growth", "turns", "attachment"):
+        for client, v in f[fig].items():
+            if isinstance(v, dict):
+                ok[f"{fig}:{client}"] = bool(v.get("complete")) and not v.get("errors")
+    for client, levels in f["concurrency"].items():
+        for level, v in levels.items():
+            if level == "error":
+                ok[f"concurrency:{client}"] = False
+            else:
+                ok[f"concurrency:{client}:{level}"] = v["complete"] == int(level)
+    for client, v in f["requests"].items():
+        ok[f"requests:{client}"] = "error" not in v
+    return ok
+
+
+def fmt(x: float, unit: str = "") -> str:
+    """A number for the table: 3 significant digits below 1, 2 decimals up to 100, none above."""
+    if x != x:
+        return "n/a"
+    if unit == "x":
+        return f"{x:.2f}x"
+    if abs(x) >= 100:
+        return f"{x:.0f}{unit}"
+    if abs(x) < 1:
+        return f"{x:.3g}{unit}"
+    return f"{x:.2f}{unit}"
+
+
+def table(f: dict[str, Any], s: Settings) -> str:
+    """The markdown table: raw SSE in absolute units, the others as ratios to it."""
+    top = str(max(s.levels))
+    small, large = (str(n) for n in s.growth_sizes)
+    lat, conc = f["latency"], f["concurrency"]
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(name: str, base: float, gc: float, ad: float, unit: str) -> None:
+        rows.append((name, fmt(base, unit), fmt(ratio(gc, base), "x"), fmt(ratio(ad, base), "x")))
+
+    for q in ("p50", "p90", "p99"):
+        add(
+            f"latency {q}, {s.latency_n} updates at {s.latency_delay * 1000:.0f} ms (Space's stack)",
+            g(lat, "sse", f"{q}_ms"),
+            g(lat, "gc", f"{q}_ms"),
+            g(lat, "adapter", f"{q}_ms"),
+            " ms",
+        )
+    pl = f["plain_latency"]
+    if "skipped" in pl:
+        rows.append(("latency p50, current Gradio, bridge alone", "skipped", "", pl["skipped"]))
+    else:
+        for q in ("p50", "p99"):
+            add(
+                f"latency {q}, current Gradio generator (adapter column: bridge alone)",
+                g(pl, "sse6", f"{q}_ms"),
+                g(pl, "gc6", f"{q}_ms"),
+                g(pl, "bridge", f"{q}_ms"),
+                " ms",
+            )
+    for key, unit, label in (
+        ("cpu_s", " s", "client CPU"),
+        ("wall_s", " s", "wall"),
+        ("peak_threads", "", "peak threads"),
+        ("peak_rss_mb", " MB", "peak RSS"),
+    ):
+        base = g(conc, "sse", top, key)
+        name = f"{top} conversations x {s.conc_n} updates: {label}"
+        rows.append(
+            (
+                name,
+                fmt(base, unit),
+                fmt(ratio(g(conc, "gc", top, key), base), "x")
+                + f" (result only: {fmt(ratio(g(conc, 'gcwait', top, key), base), 'x')})",
+                fmt(ratio(g(conc, "adapter", top, key), base), "x"),
+            )
+        )
+    gro = f["growth"]
+    for n in (small, large):
+        add(
+            f"client CPU, one answer of {n} updates",
+            g(gro, "sse", f"cpu_{n}_s"),
+            g(gro, "gc", f"cpu_{n}_s"),
+            g(gro, "adapter", f"cpu_{n}_s"),
+            " s",
+        )
+    rows.append(
+        (
+            f"growth: CPU {large} / {small} updates",
+            fmt(g(gro, "sse", "ratio"), "x"),
+            fmt(g(gro, "gc", "ratio"), "x") + " (own)",
+            fmt(g(gro, "adapter", "ratio"), "x") + " (own)",
+        )
+    )
+    tur = f["turns"]
+    add(
+        "client CPU, turn 1",
+        g(tur, "sse", "turn_1_cpu_s"),
+        g(tur, "gc", "turn_1_cpu_s"),
+        g(tur, "adapter", "turn_1_cpu_s"),
+        " s",
+    )
+    add(
+        f"client CPU, turn {s.turns}",
+        g(tur, "sse", "turn_last_cpu_s"),
+        g(tur, "gc", "turn_last_cpu_s"),
+        g(tur, "adapter", "turn_last_cpu_s"),
+        " s",
+    )
+    att = f["attachment"]
+    mb = s.attach_bytes / 1e6
+    add(
+        f"{mb:g} MB attachment: upload + streamed answer, wall",
+        g(att, "sse", "wall_s"),
+        g(att, "gc", "wall_s"),
+        g(att, "adapter", "wall_s"),
+        " s",
+    )
+    req = f["requests"]
+
+    def n(c: str, t: str) -> str:
+        v = req.get(c, {}).get(t, {}).get("requests")
+        return "n/a" if v is None else str(v)
+
+    for t in ("new conversation", "continued conversation"):
+        rows.append(
+            (
+                f"HTTP requests per warm turn, {t}",
+                n("sse", t),
+                n("gc", t) + " (count)",
+                n("adapter", t) + " (count)",
+            )
+        )
+    imp = f["imports"]
+    rows.append(
+        (
+            "import time (`-X importtime`, cumulative)",
+            "-",
+            fmt(imp["gradio_client"]["median_ms"], " ms") + " (absolute)",
+            fmt(imp["qwen_space_adapter"]["median_ms"], " ms")
+            + " (absolute, "
+            + fmt(ratio(imp["qwen_space_adapter"]["median_ms"], imp["gradio_client"]["median_ms"]), "x")
+            + " of gradio_client)",
+        )
+    )
+    head = "| figure | raw SSE | raw gradio_client | adapter |\n|---|---|---|---|\n"
+    return head + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
+
+
+def targets_md(rows: list[dict[str, Any]]) -> str:
+    head = "| target | measured | limit | met |\n|---|---|---|---|\n"
+    return head + "".join(
+        f"| {r['target']} | {fmt(r['value'])} | {fmt(r['limit'])} | {'yes' if r['met'] else '**no**'} |\n"
+        for r in rows
+    )
+
+
+def plots(f: dict[str, Any], out: Path) -> list[str]:
+    """latency.png and cpu_concurrency.png; skipped (with the reason) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["plots skipped: matplotlib is not installed (pip install -e '.[bench]')"]
+    panels = [("Space's stack (gradio 4.44 + modelscope_studio)", f["latency"], CLIENTS)]
+    if "skipped" not in f["plain_latency"]:
+        panels.append(("current Gradio, plain generator", f["plain_latency"], ("sse6", "gc6", "bridge")))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (title, lat, clients) in zip(axes[0], panels, strict=True):
+        for c in clients:
+            samples = sorted(lat.get(c, {}).get("samples_ms", []))
+            if samples:
+                ys = [(i + 1) / len(samples) for i in range(len(samples))]
+                ax.plot(samples, ys, label=f"{LABELS[c]} (p50 {pct(samples, 50):.1f} ms)")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("per-update latency, server stamp to consumer (ms)")
+        ax.set_ylabel("fraction of updates")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for c in ("sse", "gcwait", "gc", "adapter"):
+        levels = f["concurrency"].get(c, {})
+        xs = sorted(int(k) for k in levels if k.isdigit())
+        if not xs:
+            continue
+        axes[0].plot(xs, [levels[str(x)]["cpu_s"] for x in xs], marker="o", label=LABELS[c])
+        axes[1].plot(xs, [levels[str(x)]["wall_s"] for x in xs], marker="o", label=LABELS[c])
+    for ax, what in zip(axes, ("client CPU (s)", "wall (s)"), strict=True):
+        ax.set_xlabel("concurrent conversations")
+        ax.set_ylabel(what)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("client CPU vs concurrency", fontsize=10)
+    axes[1].set_title("wall time vs concurrency", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "cpu_concurrency.png", dpi=110)
+    plt.close(fig)
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smallest setting of every figure (seconds)")
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
+    args = ap.parse_args(argv)
+    s = QUICK if args.quick else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    from qwen_space_adapter.replica.env import cache_root
+
+    data = measure(s, args.out, cache_root())
+    f = figures(data)
+    verdicts = targets(f, s)
+    data["figures"] = f
+    data["targets"] = verdicts
+    data["complete"] = completeness(f)
+    data["notes"] = plots(f, args.out)
+    md = table(f, s)
+    tmd = targets_md(verdicts)
+    (args.out / "table.md").write_text(
+        f"{md}\nRatios are to raw SSE in the same run ({QUICK_NOTE if s.quick else 'full setting'}, "
+        f"{data['started']}, {data['cpus']} CPUs).\n\n{tmd}"
+    )
+    (args.out / "latest.json").write_text(json.dumps(data, indent=1, default=str))
+    if s.quick:
+        print(QUICK_NOTE + "\n")
+    print(md)
+    print(tmd)
+    for note in data["notes"]:
+        print(note)
+    bad = [k for k, v in data["complete"].items() if not v]
+    if bad:
+        print("INCOMPLETE OR FAILED STREAMS: " + ", ".join(bad))
+    print(f"elapsed {data['elapsed_s']:.0f} s; results in {args.out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Integration-test harness: conformance checks, timing, and record/replay of a Space.
+
+The live Space may sleep, change its API, or vanish; the adapter must notice, and tests must
+keep running offline. So the harness does three things:
+
+- **check** (`qwen-space check [TARGET]`, `run_suite`): a conformance suite run through the
+  adapter's public API against any target (the live Space, a duplicate, a replica), with
+  timing percentiles; a terminal table, a JSON report (`--json`) and JUnit XML (`--junit`).
+  The same checks run under pytest: `pytest --pyargs qwen_space_adapter.harness --qwen-space=T`.
+- **record** (`qwen-space record TARGET --out FILE`, `record_transcript`): drive a scripted
+  conversation with gradio_client and save every update the Space sent, with its timing.
+- **replay** (`qwen-space replica --replay FILE [--replay-speed X]`): the replica answers with
+  the recorded updates, with the recorded spacing (`qwen_space_adapter.replica.replay`).
+
+Transcript format (JSON, UTF-8; version 1)::
+
+    {
+      "format": "qwen-space-transcript", "version": 1,
+      "recorded_at": "2025-01-31T12:00:00+00:00",       # UTC, ISO 8601
+      "target": "https://qwen-qwen2-5-1m-demo.hf.space",  # the URL recorded
+      "space": {"gradio_version": "4.44.1", "protocol": "sse_v3", "add_text": 1, "predict": 2,
+                "input_type": "modelscopemultimodalinput", "chatbot_type": "modelscopechatbot"},
+      "recorder": {"qwen_space_adapter": "0.1.0", "gradio_client": "2.7.2", "tapped": true},
+      "session_hash": "0123456789ab",                   # one session: the turns share history
+      "turns": [{
+        "index": 0, "prompt": "Remember the word PLUM. ...", "files": [],  # names of attachments
+        "add_text_seconds": 0.041,                     # the add_text round trip
+        "updates": [                                   # every message of the predict job, in order
+          {"t": 0.003, "kind": "queue", "rank": 0, "queue_size": 1, "eta": null},
+          {"t": 0.004, "kind": "started"},
+          {"t": 0.010, "kind": "generating", "bot": [{"text": "Qwen is thinking...", ...}],
+           "text": "Qwen is thinking..."},
+          ...
+          {"t": 0.480, "kind": "completed", "bot": [...], "text": "...\\n<summary>..."}
+        ]}]
+    }
+
+`t` is seconds since the predict job was submitted, stamped when gradio_client's reader thread
+received the message ("tapped": false means it was polled from the public Job API every 5 ms
+instead). `bot` is the bot side of the chatbot's last `[user, bot]` pair after applying the
+message's diff, exactly as the Space sent it; `text` is its text (several bot messages joined by
+a blank line). Other kinds: `error` (`"error"`: the Space's message; the recording stops there)
+and `other` (`"msg"`: an unknown message type, kept for inspection). Replay sends the
+`generating` updates of turn k for a session's k-th message (cycling), the first at once and
+each next one after the recorded gap divided by the speed, and raises `error` updates.
+
+JSON report (`--json`): `{"format": "qwen-space-check", "version": 1, "target", "url",
+"replica", "started_at", "seconds", "passed", "space": {...as above, from the config},
+"environment", "checks": [{"name", "title", "status": pass|fail|skip|error, "seconds",
+"detail", "data"}], "metrics": {name: {"unit", "n", "p50", "p90", "p99", "mean", "min", "max",
+"meaning"}}}`.
+"""
+
+from __future__ import annotations
+
+from .checks import CHECK_NAMES, CHECKS, CheckResult, Suite, SuiteResult, run_suite
+from .record import DEFAULT_PROMPTS, record_transcript, save_transcript
+from .report import render_table, to_dict, to_junit, write_json, write_junit
+
+__all__ = [
+    "CHECKS",
+    "CHECK_NAMES",
+    "DEFAULT_PROMPTS",
+    "CheckResult",
+    "Suite",
+    "SuiteResult",
+    "record_transcript",
+    "render_table",
+    "run_suite",
+    "save_transcript",
+    "to_dict",
+    "to_junit",
+    "write_json",
+    "write_junit",
+]

@@ -1,0 +1,102 @@
+"""Snapshot-to-delta logic: pure functions, checked without any server."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from qwen_space_adapter.deltas import THINKING, DeltaTracker, apply_diff, bot_text
+from qwen_space_adapter.errors import APIChangedError
+from qwen_space_adapter.events import Reasoning, Summary, TextRewritten
+
+
+def run(snapshots: list[str]) -> list:
+    tracker = DeltaTracker()
+    items = []
+    for i, snap in enumerate(snapshots):
+        items += tracker.feed(snap, final=i == len(snapshots) - 1)
+    return items
+
+
+def text(items) -> str:
+    return "".join(i for i in items if isinstance(i, str))
+
+
+def test_thinking_placeholder_is_a_status_reported_once():
+    items = run([THINKING, THINKING, "Hello", "Hello world"])
+    assert items == [Reasoning(status=THINKING), "Hello", " world"]
+
+
+def test_text_equal_to_the_placeholder_after_real_text_is_text():
+    items = run(["Qwen", THINKING])
+    assert items == ["Qwen", " is thinking..."]
+
+
+def test_summary_block_split_across_updates_never_leaks():
+    items = run(["The answer", "The answer\n", "The answer\n<sum", "The answer\n<summary>meta", "The answer\n<summary>meta</summary>"])
+    assert text(items) == "The answer"
+    assert items[-1] == Summary(text="<summary>meta</summary>")
+    assert not any(isinstance(i, TextRewritten) for i in items)
+
+
+def test_held_back_newline_is_released_when_it_is_not_a_marker():
+    items = run(["a", "a\n", "a\nb"])
+    assert items == ["a", "\nb"]
+
+
+def test_held_back_tail_is_flushed_at_the_end():
+    assert text(run(["a\n<", "a\n<"])) == "a\n<"
+
+
+def test_rewritten_text_is_announced():
+    items = run(["Hello wrld", "Hello world!"])
+    assert items == ["Hello wrld", TextRewritten(text="Hello world!", previous="Hello wrld")]
+
+
+def test_random_streams_concatenate_to_the_final_text():
+    rng = random.Random(7)
+    alphabet = "ab \n<>summary"
+    for _ in range(500):
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))).replace("\n<summary>", "")
+        final = body + ("\n<summary>x" if rng.random() < 0.5 else "")
+        cuts = sorted(rng.sample(range(len(final) + 1), min(len(final) + 1, rng.randint(1, 8))))
+        snaps = [final[:c] for c in cuts] + [final]
+        items = run(snaps)
+        if not any(isinstance(i, TextRewritten) for i in items):
+            assert text(items) == final.split("\n<summary>")[0], snaps
+
+
+def test_apply_diff_edits_in_place():
+    chatbot = [[{"text": "hi"}, [{"text": "Hel"}]]]
+    inner = chatbot[0]
+    out = apply_diff(chatbot, [["append", [0, 1, 0, "text"], "lo"]])
+    assert out is chatbot and out[0] is inner and out[0][1][0]["text"] == "Hello"
+    out = apply_diff(out, [["add", [1], [{"text": "q"}, None]], ["replace", [0, 1, 0, "text"], "X"]])
+    assert out == [[{"text": "hi"}, [{"text": "X"}]], [{"text": "q"}, None]]
+    out = apply_diff(out, [["delete", [1], None]])
+    assert out == [[{"text": "hi"}, [{"text": "X"}]]]
+    assert apply_diff("ab", [["append", [], "c"]]) == "abc"
+    with pytest.raises(APIChangedError):
+        apply_diff(out, [["explode", [0], None]])
+
+
+@pytest.mark.parametrize(
+    ("chatbot", "expected"),
+    [
+        ([], None),
+        ([[{"text": "q"}, None]], None),
+        ([[{"text": "q"}, "plain"]], "plain"),
+        ([[{"text": "q"}, {"text": "dict"}]], "dict"),
+        ([[{"text": "q"}, [{"text": "a"}, {"text": "b"}]]], "a\n\nb"),
+        ([["x", "old"], [{"text": "q"}, [{"text": "last"}]]], "last"),
+    ],
+)
+def test_bot_text_reads_the_legacy_chatbot(chatbot, expected):
+    assert bot_text(chatbot) == expected
+
+
+@pytest.mark.parametrize("bad", [{"not": "a list"}, [["only one"]], [[None, 42]], [[None, [{"text": 3}]]]])
+def test_bot_text_refuses_unknown_shapes(bad):
+    with pytest.raises(APIChangedError, match="update qwen_space_adapter|unexpected shape"):
+        bot_text(bad)
