@@ -17,10 +17,13 @@ from anyio.from_thread import start_blocking_portal
 def iterate(factory: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
     """Iterate `factory(*args, **kwargs)` (which returns an async iterator) synchronously.
 
-    The factory is called in the caller's thread, so bad input raises here, before any thread
-    or request exists.
+    The factory is called here, in the caller's thread, so bad input raises at the call, before
+    any thread or request exists.
     """
-    stream = factory(*args, **kwargs)
+    return _drive(factory(*args, **kwargs))
+
+
+def _drive(stream: Any) -> Iterator[Any]:
     with start_blocking_portal() as portal:
         try:
             while True:

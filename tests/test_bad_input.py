@@ -1,0 +1,170 @@
+"""Bad input is refused at the call, before any request; secrets never show; TLS stays on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import pytest
+
+from qwen_space_adapter import (
+    InvalidRequestError,
+    JsonConversation,
+    ModelNotSupportedError,
+    QwenSpaceError,
+    Qwen_Qwen_2_5M,
+    SpaceUnavailableError,
+)
+from qwen_space_adapter.messages import MAX_PROMPT_CHARS
+from qwen_space_adapter.options import MAX_FILE_BYTES, parse_options
+
+OK = [{"role": "user", "content": "hi"}]
+URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def files(tmp_path):
+    text = tmp_path / "doc.txt"
+    text.write_text("hello")
+    binary = tmp_path / "img.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 au lait, d\xe9j\xe0 vu".encode("latin-1") * 10)
+    unreadable = tmp_path / "secret.txt"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)
+    return {"text": text, "binary": binary, "latin": latin, "unreadable": unreadable,
+            "huge": huge, "dir": tmp_path, "missing": tmp_path / "nope.txt"}
+
+
+def bad_calls(f):
+    """(name, kwargs for create_async_generator, error type, words the message must contain)."""
+    return [
+        ("messages not a list", {"messages": "hi"}, InvalidRequestError, "list of"),
+        ("messages None", {"messages": None}, InvalidRequestError, "list of"),
+        ("empty messages", {"messages": []}, InvalidRequestError, "empty"),
+        ("message not a dict", {"messages": ["hi"]}, InvalidRequestError, "messages[0]"),
+        ("unknown role", {"messages": [{"role": "bot", "content": "x"}]}, InvalidRequestError, "role 'bot'"),
+        ("missing role", {"messages": [{"content": "x"}]}, InvalidRequestError, "role None"),
+        ("missing content", {"messages": [{"role": "user"}]}, InvalidRequestError, "no 'content'"),
+        ("content a number", {"messages": [{"role": "user", "content": 5}]}, InvalidRequestError, "content"),
+        ("content part an image", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+         InvalidRequestError, "content[0]"),
+        ("no user message", {"messages": [{"role": "system", "content": "be nice"}]}, InvalidRequestError,
+         "last message"),
+        ("last message from assistant", {"messages": [*OK, {"role": "assistant", "content": "hey"}]},
+         InvalidRequestError, "messages[1]"),
+        ("empty user message", {"messages": [{"role": "user", "content": "  "}]}, InvalidRequestError, "empty"),
+        ("huge prompt", {"messages": [{"role": "user", "content": "x" * (MAX_PROMPT_CHARS + 1)}]},
+         InvalidRequestError, "4,000,000"),
+        ("unknown model", {"model": "gpt-4"}, ModelNotSupportedError, "qwen-2.5-1m"),
+        ("missing attachment", {"files": [f["missing"]]}, InvalidRequestError, "does not exist"),
+        ("directory attachment", {"files": [f["dir"]]}, InvalidRequestError, "directory"),
+        ("binary attachment", {"files": [f["binary"]]}, InvalidRequestError, "binary"),
+        ("non-UTF-8 attachment", {"files": [f["latin"]]}, InvalidRequestError, "UTF-8"),
+        ("unreadable attachment", {"files": [f["unreadable"]]}, InvalidRequestError, "cannot be read"),
+        ("attachment over the limit", {"files": [f["huge"]]}, InvalidRequestError, "limit"),
+        ("attachment not a path", {"files": [42]}, InvalidRequestError, "file paths"),
+        ("files not a list", {"files": 42}, InvalidRequestError, "list of file paths"),
+        ("negative timeout", {"timeout": -1}, InvalidRequestError, "timeout"),
+        ("zero idle timeout", {"idle_timeout": 0}, InvalidRequestError, "idle_timeout"),
+        ("infinite first-token timeout", {"first_token_timeout": float("inf")}, InvalidRequestError, "finite"),
+        ("timeout as text", {"timeout": "10"}, InvalidRequestError, "number of seconds"),
+        ("negative retries", {"max_retries": -1}, InvalidRequestError, "max_retries"),
+        ("bad space", {"space": "not a space"}, InvalidRequestError, "Space id"),
+        ("bad proxy", {"proxy": "localhost"}, InvalidRequestError, "proxy"),
+        ("verify not a bool", {"verify": "no"}, InvalidRequestError, "verify"),
+        ("misspelled option", {"timout": 5}, InvalidRequestError, "timout"),
+        ("conversation of the wrong type", {"conversation": 42}, InvalidRequestError, "JsonConversation"),
+        ("conversation without a session", {"conversation": JsonConversation(chatbot=[])}, InvalidRequestError,
+         "session_hash"),
+        ("conversation with a bad session", {"conversation": {"session_hash": "../../etc"}},
+         InvalidRequestError, "session_hash"),
+        ("conversation with a bad chatbot", {"conversation": {"session_hash": "abcdef123456", "chatbot": "x"}},
+         InvalidRequestError, "chatbot"),
+        ("conversation from another Space", {"conversation": {"session_hash": "abcdef123456",
+                                                              "space": "https://other.hf.space"}},
+         InvalidRequestError, "belongs to"),
+        ("empty hf_token", {"hf_token": ""}, InvalidRequestError, "hf_token"),
+    ]
+
+
+def test_every_bad_call_is_refused_before_any_request(files, mocker):
+    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    cases = bad_calls(files)
+    assert len(cases) >= 25
+    refused = []
+    for name, kwargs, error, words in cases:
+        call = {"model": "qwen-2.5-1m", "messages": OK, "space": URL, **kwargs}
+        if os.geteuid() == 0 and name == "unreadable attachment":
+            continue  # root reads any file
+        with pytest.raises(error) as info:
+            Qwen_Qwen_2_5M.create_async_generator(**call)
+        assert isinstance(info.value, QwenSpaceError) and isinstance(info.value, ValueError), name
+        assert words in str(info.value), (name, str(info.value))
+        refused.append(name)
+    assert connect.call_count == 0
+    assert len(refused) >= 25
+
+
+def test_model_aliases_and_default():
+    assert Qwen_Qwen_2_5M.get_model("qwen-2.5-1m") == "qwen-2.5-1m-demo"
+    assert Qwen_Qwen_2_5M.get_model("") == Qwen_Qwen_2_5M.default_model
+    assert Qwen_Qwen_2_5M.get_model("qwen-2.5-1m-demo") == "qwen-2.5-1m-demo"
+
+
+def test_documented_attributes():
+    p = Qwen_Qwen_2_5M
+    assert p.label == "Qwen Qwen-2.5M"
+    assert p.url == "https://qwen-qwen2-5-1m-demo.hf.space"
+    assert p.api_endpoint.startswith(p.url)
+    assert p.working and p.supports_stream and p.supports_system_message and p.supports_message_history
+    assert p.default_model == "qwen-2.5-1m-demo" and p.model_aliases == {"qwen-2.5-1m": "qwen-2.5-1m-demo"}
+    assert p.default_model in p.models
+
+
+SECRET = "hf_SuperSecretToken1234567890"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_token_never_appears_in_errors_logs_or_reprs(caplog, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    caplog.set_level(logging.DEBUG)
+    opts = parse_options(None, {"space": URL})
+    assert opts.target.token == SECRET
+    assert SECRET not in repr(opts) and SECRET not in str(opts.target)
+    with pytest.raises(SpaceUnavailableError) as info:
+        async for _ in Qwen_Qwen_2_5M.create_async_generator(
+            "qwen-2.5-1m", OK, space=URL, max_retries=1, retry_backoff=0.01
+        ):
+            pass
+    out = capsys.readouterr()
+    texts = [str(info.value), repr(info.value), caplog.text, out.out, out.err]
+    assert all(SECRET not in t for t in texts)
+    assert all(SECRET[3:15] not in t for t in texts)
+
+
+def test_tls_verification_stays_on_unless_turned_off():
+    assert parse_options(None, {"space": "https://x.hf.space"}).target.client_kwargs()["ssl_verify"] is True
+    off = parse_options(None, {"space": "https://x.hf.space", "verify": False})
+    assert off.target.client_kwargs()["ssl_verify"] is False
+
+
+def test_space_ids_map_to_their_direct_url(monkeypatch):
+    from qwen_space_adapter.session import space_url
+
+    assert space_url("Qwen/Qwen2.5-1M-Demo") == Qwen_Qwen_2_5M.url
+    assert space_url("me/my_copy.v2") == "https://me-my-copy-v2.hf.space"
+    monkeypatch.setenv("QWEN_SPACE", "me/dup")
+    assert parse_options(None, {}).target.url == "https://me-dup.hf.space"
+    assert parse_options(None, {"space": "http://127.0.0.1:1/"}).target.url == "http://127.0.0.1:1"
+
+
+def test_proxy_is_passed_to_every_request():
+    kwargs = parse_options("http://proxy.local:3128", {"space": URL}).target.client_kwargs()
+    assert kwargs["httpx_kwargs"]["proxy"] == "http://proxy.local:3128"

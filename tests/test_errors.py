@@ -1,0 +1,77 @@
+"""Error mapping: what gradio_client and httpx raise becomes one clear QwenSpaceError each."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import pytest
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError, TooManyRequestsError
+
+from qwen_space_adapter import (
+    APIChangedError,
+    QueueFullError,
+    RateLimitedError,
+    SpaceAppError,
+    SpaceUnavailableError,
+    StreamInterruptedError,
+)
+from qwen_space_adapter.bridge import app_error, job_error
+from qwen_space_adapter.session import map_connect_error
+
+URL = "https://x.hf.space"
+
+
+def response(status: int) -> httpx.Response:
+    return httpx.Response(status, request=httpx.Request("GET", URL))
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "words"),
+    [
+        (httpx.ConnectError("refused"), SpaceUnavailableError, "Could not connect"),
+        (httpx.ReadTimeout("slow"), SpaceUnavailableError, "did not answer in time"),
+        (httpx.RemoteProtocolError("eof"), SpaceUnavailableError, "connection"),
+        (httpx.HTTPStatusError("x", request=response(503).request, response=response(503)),
+         SpaceUnavailableError, "sleeping, paused, building"),
+        (httpx.HTTPStatusError("x", request=response(429).request, response=response(429)),
+         RateLimitedError, "rate limiting"),
+        (httpx.HTTPStatusError("x", request=response(401).request, response=response(401)),
+         SpaceUnavailableError, "hf_token"),
+        (ValueError(f"Could not fetch config for {URL}"), SpaceUnavailableError, "not serving"),
+        (KeyError("dependencies"), APIChangedError, "API has changed"),
+    ],
+)
+def test_connect_errors(raised, expected, words):
+    err = map_connect_error(raised, URL)
+    assert type(err) is expected and words in str(err)
+
+
+def test_401_is_not_retryable_but_503_is():
+    assert not map_connect_error(
+        httpx.HTTPStatusError("x", request=response(401).request, response=response(401)), URL
+    ).retryable
+    assert map_connect_error(ValueError(f"Could not fetch config for {URL}"), URL).retryable
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "words"),
+    [
+        (QueueError("Queue is full! Please try again."), QueueFullError, "is full"),
+        (TooManyRequestsError("slow down"), RateLimitedError, "rate limiting"),
+        (AppError("boom"), SpaceAppError, "boom"),
+        (AppError("You have exceeded your GPU quota (60s left)."), RateLimitedError, "GPU quota"),
+        (concurrent.futures.CancelledError(), StreamInterruptedError, "ended before the answer"),
+        (ValueError("Server stopped."), StreamInterruptedError, "ended before the answer"),
+        (httpx.ConnectError("refused"), SpaceUnavailableError, "Could not connect"),
+    ],
+)
+def test_job_errors(raised, expected, words):
+    err = job_error(raised, URL)
+    assert type(err) is expected and words in str(err)
+
+
+def test_app_error_without_a_message_says_what_to_do():
+    err = app_error(None)
+    assert isinstance(err, SpaceAppError) and "Retry" in str(err) and err.space_message is None

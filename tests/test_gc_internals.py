@@ -1,0 +1,65 @@
+"""The gradio_client internals the fast path relies on: checked loudly, with a working fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen_space_adapter import Qwen_Qwen_2_5M, _gc_internals as gci
+
+
+def test_the_internals_we_rely_on_are_still_there():
+    # If this fails, gradio_client changed: read _gc_internals.py, adapt it (or widen
+    # TESTED_VERSIONS after checking), because the adapter has fallen back to the slow path.
+    assert gci.problems() == []
+    assert gci.TAP_SUPPORTED
+
+
+def test_problems_are_detected(mocker):
+    mocker.patch.object(gci, "GC_VERSION", "9.0.0")
+    mocker.patch.object(gci.Client, "send_data", None)
+    found = gci.problems()
+    assert any("9.0.0" in p for p in found) and any("send_data" in p for p in found)
+
+
+def test_tap_refuses_when_internals_changed(mocker):
+    mocker.patch.object(gci, "TAP_SUPPORTED", False)
+    with pytest.raises(RuntimeError, match="public Job API"):
+        gci.tap(object(), lambda *a: None, lambda e: None)
+
+
+@pytest.mark.anyio
+async def test_public_api_fallback_gives_the_same_answer(qwen_replica, mocker):
+    async def answer() -> list:
+        return [
+            i
+            async for i in Qwen_Qwen_2_5M.create_async_generator(
+                "qwen-2.5-1m", [{"role": "user", "content": "fallback check"}], space=qwen_replica.url
+            )
+        ]
+
+    fast = await answer()
+    mocker.patch.object(gci, "TAP_SUPPORTED", False)
+    install = mocker.spy(gci, "tap")
+    slow = await answer()
+    assert install.call_count == 0
+    text = lambda items: "".join(i for i in items if isinstance(i, str))  # noqa: E731
+    assert text(slow) == text(fast) == 'You said: "fallback check". This is the first turn of our conversation.'
+
+
+@pytest.mark.anyio
+async def test_a_new_client_makes_no_request(qwen_replica, mocker):
+    from qwen_space_adapter.options import parse_options
+    from qwen_space_adapter.session import close_client, open_client, space_info
+
+    info = await space_info(parse_options(None, {"space": qwen_replica.url}).target)
+    import httpx
+
+    get, post = mocker.spy(httpx, "get"), mocker.spy(httpx, "post")
+    client = open_client(info, "abcdef123456")
+    try:
+        assert client.session_hash == "abcdef123456"
+        assert client.config["connect_heartbeat"] is False
+        assert not client.heartbeat.is_alive()
+    finally:
+        close_client(client)
+    assert get.call_count == 0 and post.call_count == 0
