@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
                 quiet=True,
                 share=False,
                 max_file_size=None,
+                # Skips Gradio's HEAD probe of its own URL (3 s timeout): on a loaded machine it
+                # fails and aborts the launch of a server that is in fact up.
+                _frontend=False,
             )
             break
         except OSError:

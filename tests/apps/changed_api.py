@@ -36,7 +36,8 @@ def main() -> None:
     demo.queue()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True,
+                _frontend=False)
     print(f"http://{args.host}:{port}", flush=True)
     os.dup2(2, 1)
     stop.wait()
