@@ -23,7 +23,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,7 +177,7 @@ class JobFollower:
     def on_done(self, future: Any) -> None:
         self.channel.put(("done", None, future))
 
-    async def events(self) -> AsyncIterator[JobEvent]:
+    async def events(self) -> AsyncGenerator[JobEvent, None]:
         """The job's events until it completes; raises a `QwenSpaceError` if it fails.
 
         Every update is yielded, also when several arrived together: a placeholder shown for
@@ -310,7 +310,7 @@ def as_wire(result: Any, output_types: tuple[str, ...]) -> list[Any]:
 
 async def follow_job_public(
     job: Any, output_types: tuple[str, ...], poll: float = 0.02
-) -> AsyncIterator[JobEvent]:
+) -> AsyncGenerator[JobEvent, None]:
     """Follow a job with gradio_client's public API only: the fallback when the tap cannot work."""
     from gradio_client.utils import Status
 

@@ -30,6 +30,12 @@ class JsonConversation:
     has seen, so that passing the grown `messages` list sends only the new message).
     """
 
+    session_hash: str
+    space: str
+    model: str
+    chatbot: list[Any]
+    message_count: int
+
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
             setattr(self, key, value)

@@ -7,7 +7,7 @@ code written for it (and g4f itself) keeps working.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -87,7 +87,7 @@ class Qwen_Qwen_2_5M:
         return_conversation: bool = False,
         conversation: JsonConversation | None = None,
         **kwargs: Any,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Stream an answer: `str` deltas, plus status events and (optionally) the conversation.
 
         Everything about the call is checked here, before the generator starts, so bad input
@@ -184,7 +184,7 @@ class Qwen_Qwen_2_5M:
     @staticmethod
     async def _stream(
         conv: JsonConversation, prompt: str, opts: Any, count: int, return_conversation: bool
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         if return_conversation:
             yield conv
         turn = run_turn(conv, prompt, opts, count)

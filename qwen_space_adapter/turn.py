@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +74,7 @@ async def _follow(
     clock: Clock,
     fn_index: int,
     *args: Any,
-) -> AsyncIterator[bridge.JobEvent]:
+) -> AsyncGenerator[bridge.JobEvent, None]:
     """Submit one job and yield its events, with deadlines; cancel it if we leave early."""
     api = info.api
     outputs = api.add_text_outputs if fn_index == api.add_text else api.predict_outputs
@@ -130,7 +130,7 @@ async def _retrying(opts: RequestOptions, attempt_fn: Any) -> Any:
 
 async def run_turn(
     conversation: JsonConversation, prompt: str, opts: RequestOptions, message_count: int
-) -> AsyncIterator[Item | QueueStatus]:
+) -> AsyncGenerator[Item | QueueStatus, None]:
     """Send `prompt` in `conversation`'s session and yield answer deltas and status events."""
     clock = Clock(opts, time.monotonic())
     info = await _retrying(opts, lambda: space_info(opts.target))
@@ -164,7 +164,7 @@ async def run_turn(
         args = (strip_file_meta(chatbot), *info.api.predict_extra_inputs)
         streamed = False
 
-        async def predict_events() -> AsyncIterator[bridge.JobEvent]:
+        async def predict_events() -> AsyncGenerator[bridge.JobEvent, None]:
             # Retries are only safe until the first update: after that, text reached the caller.
             for attempt in range(opts.max_retries + 1):
                 try:

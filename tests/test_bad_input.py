@@ -12,8 +12,8 @@ from qwen_space_adapter import (
     InvalidRequestError,
     JsonConversation,
     ModelNotSupportedError,
-    QwenSpaceError,
     Qwen_Qwen_2_5M,
+    QwenSpaceError,
     SpaceUnavailableError,
 )
 from qwen_space_adapter.messages import MAX_PROMPT_CHARS

@@ -34,7 +34,8 @@ def test_text_equal_to_the_placeholder_after_real_text_is_text():
 
 
 def test_summary_block_split_across_updates_never_leaks():
-    items = run(["The answer", "The answer\n", "The answer\n<sum", "The answer\n<summary>meta", "The answer\n<summary>meta</summary>"])
+    items = run(["The answer", "The answer\n", "The answer\n<sum", "The answer\n<summary>meta",
+                 "The answer\n<summary>meta</summary>"])
     assert text(items) == "The answer"
     assert items[-1] == Summary(text="<summary>meta</summary>")
     assert not any(isinstance(i, TextRewritten) for i in items)
@@ -98,5 +99,5 @@ def test_bot_text_reads_the_legacy_chatbot(chatbot, expected):
 
 @pytest.mark.parametrize("bad", [{"not": "a list"}, [["only one"]], [[None, 42]], [[None, [{"text": 3}]]]])
 def test_bot_text_refuses_unknown_shapes(bad):
-    with pytest.raises(APIChangedError, match="update qwen_space_adapter|unexpected shape"):
+    with pytest.raises(APIChangedError, match=r"update qwen_space_adapter|unexpected shape"):
         bot_text(bad)

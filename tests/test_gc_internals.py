@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qwen_space_adapter import Qwen_Qwen_2_5M, _gc_internals as gci
+from qwen_space_adapter import Qwen_Qwen_2_5M
+from qwen_space_adapter import _gc_internals as gci
 
 
 def test_the_internals_we_rely_on_are_still_there():
@@ -42,7 +43,7 @@ async def test_public_api_fallback_gives_the_same_answer(qwen_replica, mocker):
     install = mocker.spy(gci, "tap")
     slow = await answer()
     assert install.call_count == 0
-    text = lambda items: "".join(i for i in items if isinstance(i, str))  # noqa: E731
+    text = lambda items: "".join(i for i in items if isinstance(i, str))
     assert text(slow) == text(fast) == 'You said: "fallback check". This is the first turn of our conversation.'
 
 

@@ -61,13 +61,13 @@ def http503():
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             hits.append(self.path)
             self.send_response(503)
             self.end_headers()
             self.wfile.write(b"Service Unavailable")
 
-        do_POST = do_GET  # noqa: N815
+        do_POST = do_GET
 
         def log_message(self, *args):
             pass
@@ -159,7 +159,7 @@ async def test_queue_full_and_concurrency_limit(qwen_replica_factory, no_thread_
         with pytest.raises(SpaceTimeoutError) as info:
             await drain(replica.url, "d", max_retries=0, first_token_timeout=1)
         assert info.value.phase == "first token"
-        with pytest.raises(QueueFullError, match="queue .* is full"):
+        with pytest.raises(QueueFullError, match=r"queue .* is full"):
             await drain(replica.url, "c", max_retries=1, retry_backoff=0.01)
         await running.aclose()
         rest = "".join([i async for i in waiting if isinstance(i, str)])

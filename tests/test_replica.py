@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -67,13 +68,13 @@ def test_add_text_and_predict_have_the_recorded_shapes(qwen_replica):
     assert final_text.startswith(f'You said: "{PROMPT}".')
     assert "\n<summary>" in final_text
     texts = [o[0][1][0]["text"] for o in outputs[1:-1]]
-    assert len(texts) > 3 and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert len(texts) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
 def test_sessions_do_not_share_history(qwen_replica):
     a, b = _client(qwen_replica.url), _client(qwen_replica.url)
     try:
-        added, outputs = _turn(a, "my name is Ada")
+        _added, outputs = _turn(a, "my name is Ada")
         _, second = _turn(a, "what is my name?", outputs[-1])
         _, other = _turn(b, "who am I?")
     finally:
