@@ -277,11 +277,14 @@ def make_attachment(path: Path, size: int) -> None:
 
 
 def import_costs(runs: int) -> dict[str, Any]:
-    """Cumulative import time (`-X importtime`) of each package, fresh interpreter each time."""
-    out: dict[str, Any] = {}
-    for module in ("gradio_client", "qwen_space_adapter"):
-        values = []
-        for _ in range(runs):
+    """Cumulative import time (`-X importtime`) of each package, fresh interpreter each time.
+
+    The two packages alternate run by run, so that machine drift hits both alike.
+    """
+    modules = ("gradio_client", "qwen_space_adapter")
+    values: dict[str, list[float]] = {m: [] for m in modules}
+    for _ in range(runs):
+        for module in modules:
             proc = subprocess.run(
                 [sys.executable, "-X", "importtime", "-c", f"import {module}"],
                 capture_output=True,
@@ -291,9 +294,8 @@ def import_costs(runs: int) -> dict[str, Any]:
             for line in proc.stderr.splitlines():
                 parts = [p.strip() for p in line.split("|")]
                 if len(parts) == 3 and parts[2] == module:
-                    values.append(int(parts[1]) / 1000.0)
-        out[module] = {"ms": values, "median_ms": med(values)}
-    return out
+                    values[module].append(int(parts[1]) / 1000.0)
+    return {m: {"ms": v, "median_ms": med(v)} for m, v in values.items()}
 
 
 def measure(s: Settings, out_dir: Path, cache: Path) -> dict[str, Any]:

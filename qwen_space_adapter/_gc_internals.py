@@ -48,7 +48,7 @@ def problems() -> list[str]:
         send_src = inspect.getsource(Client.send_data)
         stream_src = inspect.getsource(Client.stream_messages)
     except (OSError, TypeError):
-        return found + ["gradio_client source is not inspectable"]
+        return [*found, "gradio_client source is not inspectable"]
     if "self.pending_messages_per_event" not in init_src:
         found.append("Client.pending_messages_per_event is no longer set up in __init__")
     if "pending_messages_per_event.setdefault(event_id" not in send_src:

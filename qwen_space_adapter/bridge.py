@@ -19,6 +19,7 @@ job with its public `status()` / `outputs()` at a short interval: correct, slowe
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import concurrent.futures
 import threading
@@ -104,9 +105,21 @@ class Completed:
 JobEvent = Queued | Output | Completed
 
 
+def _unquote(text: str) -> str:
+    """Gradio 4 sends a `gr.Error` message as its `repr()`, quotes included: take them off."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
 def app_error(message: str | None, partial_text: str = "") -> QwenSpaceError:
     """Map an error the Space's app reported to the adapter's error types."""
-    text = message or ""
+    text = _unquote(message or "")
     low = text.lower()
     if "quota" in low or "429" in low or "too many requests" in low or "rate limit" in low:
         return RateLimitedError(

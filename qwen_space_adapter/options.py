@@ -6,9 +6,9 @@ with a message naming the argument, and the Space never sees a half-valid reques
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

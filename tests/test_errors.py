@@ -72,6 +72,12 @@ def test_job_errors(raised, expected, words):
     assert type(err) is expected and words in str(err)
 
 
+def test_app_error_takes_off_gradio_4s_repr_quotes():
+    assert app_error("'It broke.'").space_message == "It broke."
+    assert app_error('"it\'s"').space_message == "it's"
+    assert app_error("'unbalanced").space_message == "'unbalanced"
+
+
 def test_app_error_without_a_message_says_what_to_do():
     err = app_error(None)
     assert isinstance(err, SpaceAppError) and "Retry" in str(err) and err.space_message is None

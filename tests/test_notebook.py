@@ -55,14 +55,20 @@ def python3_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def cell_text(cell: Any) -> str:
     """Everything a cell showed: streams, rich outputs (Markdown, plain text) and errors."""
-    parts = []
+    parts: list[str] = []
+    previous = None
     for out in cell.get("outputs", []):
         if out.output_type == "stream":
-            parts.append(out.text)
+            # a stream printed in pieces may arrive as several outputs: they are one text
+            if previous == "stream" and parts:
+                parts[-1] += out.text
+            else:
+                parts.append(out.text)
         elif out.output_type in ("display_data", "execute_result"):
             parts.extend(str(v) for k, v in out.data.items() if k.startswith("text/"))
         elif out.output_type == "error":
             parts.append("\n".join(out.traceback))
+        previous = out.output_type
     return "\n".join(parts)
 
 

@@ -103,7 +103,7 @@ async def test_503_is_space_unavailable(http503, no_thread_leak):
 async def test_app_error_before_first_token(qwen_replica, no_thread_leak):
     with anyio.fail_after(30), pytest.raises(SpaceAppError) as info:
         await drain(qwen_replica.url, "x [[fault:error-before-first-token]]")
-    assert "before its first token" in info.value.space_message
+    assert info.value.space_message == "Replica fault: the model failed before its first token."
     assert info.value.partial_text == ""
 
 
