@@ -152,3 +152,19 @@ def test_replica_started_from_a_notebook_kernel_still_answers(monkeypatch, qwen_
     finally:
         client.close()
     assert outputs[-1][0][1][0]["text"].startswith(f'You said: "{PROMPT}".')
+
+
+def test_no_replica_outlives_the_test_session(tmp_path):
+    """A pytest session using the plugin's fixtures leaves no replica process behind."""
+    pids = tmp_path / "pids.txt"
+    (tmp_path / "test_inner.py").write_text(
+        "def test_uses_replicas(qwen_replica, qwen_replica_factory):\n"
+        "    other = qwen_replica_factory()\n"
+        f"    open({str(pids)!r}, 'w').write(f'{{qwen_replica.pid}} {{other.pid}}')\n"
+    )
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for pid in map(int, pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
