@@ -11,13 +11,14 @@ Why internals at all: the public API cannot meet the targets in `shared/PERFORMA
 What is used: `Client._get_config`, `Client._get_api_info`, `Client._telemetry_thread` (overridden),
 and `Client.pending_messages_per_event` (a dict of deques that the client's reader appends to and
 `send_data` registers events in with `setdefault`). `problems()` checks each of them; when one is
-missing or changed, `TAP_SUPPORTED` is false and the adapter uses the public `Job` API instead
+missing or changed, `tap_supported()` is false and the adapter uses the public `Job` API instead
 (slower, same results). `tests/test_gc_internals.py` fails loudly when these internals change.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections import deque
 from collections.abc import Callable
@@ -58,7 +59,10 @@ def problems() -> list[str]:
     return found
 
 
-TAP_SUPPORTED = not problems()
+@functools.cache
+def tap_supported() -> bool:
+    """Whether the tap can be used: checked once, on first use (not at import: it reads source)."""
+    return not problems()
 
 
 class AdapterClient(Client):
@@ -138,7 +142,7 @@ class _TappedEvents(dict):  # type: ignore[type-arg]
 
 def tap(client: Client, sink: Sink, on_register: Callable[[str], None]) -> None:
     """Route every raw server message of `client` to `sink` as soon as its reader gets it."""
-    if not TAP_SUPPORTED:
+    if not tap_supported():
         raise RuntimeError("gradio_client internals changed; use the public Job API")
     with client.pending_lock:
         tapped = _TappedEvents(sink, on_register)

@@ -286,7 +286,7 @@ class Router:
 
 def install_tap(client: Any) -> Router | None:
     """Tap `client` once; None when gradio_client's internals changed (use the public API)."""
-    if not gci.TAP_SUPPORTED:
+    if not gci.tap_supported():
         return None
     router = Router()
     gci.tap(client, router.sink, router.on_register)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequestError
-from .session import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
+from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
 
 log = logging.getLogger("qwen_space_adapter")
 

@@ -16,9 +16,7 @@ from .errors import ModelNotSupportedError
 from .events import StreamEvent
 from .messages import build_prompt, validate_messages
 from .options import parse_options
-from .session import DEFAULT_SPACE_URL
-from .sync import iterate
-from .turn import run_turn
+from .target import DEFAULT_SPACE_URL
 
 StreamItem = str | StreamEvent | JsonConversation
 
@@ -127,6 +125,8 @@ class Qwen_Qwen_2_5M:
 
         Works inside a running event loop too (Jupyter): the stream runs on a loop of its own.
         """
+        from .sync import iterate  # anyio's thread portal, imported only by sync callers
+
         return iterate(
             cls.create_async_generator,
             model,
@@ -185,6 +185,8 @@ class Qwen_Qwen_2_5M:
     async def _stream(
         conv: JsonConversation, prompt: str, opts: Any, count: int, return_conversation: bool
     ) -> AsyncGenerator[StreamItem, None]:
+        from .turn import run_turn  # gradio_client and anyio load with the first answer, not at import
+
         if return_conversation:
             yield conv
         turn = run_turn(conv, prompt, opts, count)

@@ -9,11 +9,9 @@ Clients are short-lived (one answer) and closed with their threads.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,62 +21,13 @@ from . import _gc_internals as gci
 from .endpoints import SpaceAPI, discover
 from .errors import (
     APIChangedError,
-    InvalidRequestError,
     QwenSpaceError,
     RateLimitedError,
     SpaceUnavailableError,
 )
+from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
 
-DEFAULT_SPACE_URL = "https://qwen-qwen2-5-1m-demo.hf.space"
-SPACE_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def space_url(space: str) -> str:
-    """The direct URL of a Space given as a URL or as an `owner/name` id.
-
-    Hugging Face serves a Space at `https://{owner}-{name}.hf.space`, lowercased, with `.` and `_`
-    turned into `-`; computing it avoids a request to the Hub API on every new client.
-    """
-    if not isinstance(space, str) or not space.strip():
-        raise InvalidRequestError("space must be a Space id like 'Qwen/Qwen2.5-1M-Demo' or a URL.")
-    space = space.strip()
-    if space.startswith(("http://", "https://")):
-        return space.rstrip("/")
-    if SPACE_ID_RE.match(space):
-        sub = re.sub(r"[._]", "-", space.replace("/", "-")).lower()
-        return f"https://{sub}.hf.space"
-    raise InvalidRequestError(
-        f"space={space!r} is neither a Space id ('owner/name') nor an http(s) URL."
-    )
-
-
-@dataclass(frozen=True)
-class SpaceTarget:
-    """Where to connect and how. The token is kept out of `repr` and of every message."""
-
-    url: str
-    token: str | None = field(default=None, repr=False)
-    proxy: str | None = None
-    verify: bool = True
-
-    @property
-    def key(self) -> tuple[str, str, str | None, bool]:
-        digest = hashlib.sha256((self.token or "").encode()).hexdigest()[:16]
-        return (self.url, digest, self.proxy, self.verify)
-
-    def client_kwargs(self) -> dict[str, Any]:
-        httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(60.0, connect=10.0)}
-        if self.proxy:
-            httpx_kwargs["proxy"] = self.proxy
-        return {
-            "token": self.token,
-            "httpx_kwargs": httpx_kwargs,
-            "verbose": False,
-            "download_files": False,
-            "ssl_verify": self.verify,
-            "analytics_enabled": False,
-        }
-
+__all__ = ["DEFAULT_SPACE_URL", "SpaceInfo", "SpaceTarget", "env_space", "space_url"]
 
 @dataclass
 class SpaceInfo:
@@ -207,6 +156,3 @@ def close_client(client: Any, wait: bool = True) -> None:
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
 
-
-def env_space() -> str:
-    return os.environ.get("QWEN_SPACE", "").strip()

@@ -144,6 +144,21 @@ async def test_attachment_reaches_the_model(qwen_replica, tmp_path):
     text = text_of(await collect(messages=[{"role": "user", "content": "What is the pass key?"}],
                                  space=qwen_replica.url, files=[str(doc)]))
     assert 'I read "long.txt"' in text and "The pass key is 71432." in text
+    record = [r for r in qwen_replica.stats()["requests"] if r["user_text"] == "What is the pass key?"][-1]
+    assert record["files"] == ["long.txt"], "only the file the caller named was uploaded"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_4mb_haystack_one_million_tokens_of_context(qwen_replica, tmp_path):
+    doc = tmp_path / "haystack.txt"
+    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+    half = filler * (2_000_000 // len(filler))
+    doc.write_text(half + "The pass key is 71432. Remember it. " + half)
+    assert doc.stat().st_size > 3_900_000
+    items = await collect(messages=[{"role": "user", "content": "What is the pass key?"}],
+                          space=qwen_replica.url, files=[str(doc)])
+    assert "The pass key is 71432." in text_of(items)
+    assert any(isinstance(i, Reasoning) for i in items), "a long context shows the thinking phase"
 
 
 async def test_files_in_history_do_not_break_the_next_turn(qwen_replica, tmp_path):

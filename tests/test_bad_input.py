@@ -150,7 +150,11 @@ async def test_token_never_appears_in_errors_logs_or_reprs(caplog, capsys, monke
 
 
 def test_tls_verification_stays_on_unless_turned_off():
-    assert parse_options(None, {"space": "https://x.hf.space"}).target.client_kwargs()["ssl_verify"] is True
+    import ssl
+
+    on = parse_options(None, {"space": "https://x.hf.space"}).target.client_kwargs()["ssl_verify"]
+    assert isinstance(on, ssl.SSLContext)
+    assert on.verify_mode == ssl.CERT_REQUIRED and on.check_hostname
     off = parse_options(None, {"space": "https://x.hf.space", "verify": False})
     assert off.target.client_kwargs()["ssl_verify"] is False
 

@@ -12,7 +12,7 @@ def test_the_internals_we_rely_on_are_still_there():
     # If this fails, gradio_client changed: read _gc_internals.py, adapt it (or widen
     # TESTED_VERSIONS after checking), because the adapter has fallen back to the slow path.
     assert gci.problems() == []
-    assert gci.TAP_SUPPORTED
+    assert gci.tap_supported()
 
 
 def test_problems_are_detected(mocker):
@@ -23,7 +23,7 @@ def test_problems_are_detected(mocker):
 
 
 def test_tap_refuses_when_internals_changed(mocker):
-    mocker.patch.object(gci, "TAP_SUPPORTED", False)
+    mocker.patch.object(gci, "tap_supported", return_value=False)
     with pytest.raises(RuntimeError, match="public Job API"):
         gci.tap(object(), lambda *a: None, lambda e: None)
 
@@ -39,7 +39,7 @@ async def test_public_api_fallback_gives_the_same_answer(qwen_replica, mocker):
         ]
 
     fast = await answer()
-    mocker.patch.object(gci, "TAP_SUPPORTED", False)
+    mocker.patch.object(gci, "tap_supported", return_value=False)
     install = mocker.spy(gci, "tap")
     slow = await answer()
     assert install.call_count == 0

@@ -175,7 +175,32 @@ async def test_server_killed_mid_stream(qwen_replica_factory, no_thread_leak):
                 seen += item
     assert info.value.partial_text == seen and seen.startswith('You said: "k".')
     assert replica.process.wait(timeout=10) == 3
-    # nothing is retried after the first delta: one request reached the (now dead) server
+
+
+async def test_nothing_is_retried_after_the_first_delta(qwen_replica, mocker):
+    from qwen_space_adapter import bridge
+
+    real = bridge.JobFollower._handle
+    outputs = 0
+
+    def flaky(self, msg):
+        nonlocal outputs
+        event = real(self, msg)
+        if event is None:
+            outputs += 1
+            if outputs == 3:  # a retryable failure after text already reached the caller
+                raise QueueFullError("transient")
+        return event
+
+    mocker.patch.object(bridge.JobFollower, "_handle", flaky)
+    submit = mocker.spy(bridge, "submit")
+    seen = ""
+    with pytest.raises(QueueFullError) as info:
+        async for item in stream(qwen_replica.url, "r [[tokens=50]]", max_retries=3, retry_backoff=0.01):
+            if isinstance(item, str):
+                seen += item
+    assert seen and info.value.partial_text == seen
+    assert submit.call_count == 2, "add_text and predict once each: no retry after the first delta"
 
 
 async def test_changed_api_is_refused_with_what_changed(qwen_replica_factory, no_thread_leak):

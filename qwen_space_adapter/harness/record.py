@@ -172,7 +172,7 @@ def record_transcript(
         api = discover(client.config)
         session_hash = generate_session_hash()
         client.session_hash = session_hash
-        tapped = gci.TAP_SUPPORTED
+        tapped = gci.tap_supported()
         if tapped:
             gci.tap(client, recorder.sink, recorder.on_register)
         diffs = api.protocol != "sse_v1"
