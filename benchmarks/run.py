@@ -858,6 +858,20 @@ def plots(f: dict[str, Any], out: Path) -> list[str]:
     return []
 
 
+README = HERE.parent / "README.md"
+START, END = "<!-- BENCHMARK TABLE -->", "<!-- /BENCHMARK TABLE -->"
+
+
+def update_readme(table_md: str) -> None:
+    """Put the full run's table between the README's markers, so its figures are this run's."""
+    text = README.read_text()
+    if START not in text:
+        return
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1] if END in rest else rest
+    README.write_text(f"{head}{START}\n{table_md.strip()}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smallest setting of every figure (seconds)")
@@ -881,6 +895,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{data['started']}, {data['cpus']} CPUs).\n\n{tmd}"
     )
     (args.out / "latest.json").write_text(json.dumps(data, indent=1, default=str))
+    if not s.quick and args.out.resolve() == (HERE / "results").resolve():
+        update_readme((args.out / "table.md").read_text())
     if s.quick:
         print(QUICK_NOTE + "\n")
     print(md)
