@@ -32,6 +32,10 @@ from typing import Any
 
 import httpx
 
+# The chatbot's shape and Gradio's diff format are the Space's, not the adapter's: every client,
+# the raw floor included, reads them the same way, with the same pure functions.
+from qwen_space_adapter.deltas import apply_diff, bot_text
+
 TOKEN_RE = re.compile(r"#(\d+)(?:@(\d+\.\d+))?")
 SUMMARY_MARKER = "\n<summary>"
 THINKING = "Qwen is thinking..."
@@ -83,42 +87,6 @@ class TurnResult:
     text_head: str
     cpu_s: float
     wall_s: float
-
-
-def bot_text(chatbot: Any) -> str | None:
-    """The last bot text of a legacy modelscope_studio chatbot value (list of [user, bot])."""
-    if not chatbot:
-        return None
-    bot = chatbot[-1][1]
-    if bot is None:
-        return None
-    if isinstance(bot, list):
-        return "\n\n".join((m or {}).get("text") or "" for m in bot)
-    return bot.get("text") if isinstance(bot, dict) else str(bot)
-
-
-def apply_diff(value: Any, diff: list[list[Any]]) -> Any:
-    """Gradio's diff operations (sse_v2+), applied in place: what any SSE client must do."""
-    for action, path, edit in diff:
-        if not path:
-            value = edit if action == "replace" else value + edit
-            continue
-        target = value
-        for key in path[:-1]:
-            target = target[key]
-        key = path[-1]
-        if action == "replace":
-            target[key] = edit
-        elif action == "append":
-            target[key] += edit
-        elif action == "add":
-            if isinstance(target, list):
-                target.insert(int(key), edit)
-            else:
-                target[key] = edit
-        elif action == "delete":
-            del target[int(key) if isinstance(target, list) else key]
-    return value
 
 
 def session_hash() -> str:
