@@ -38,7 +38,6 @@ from .errors import (
     QwenSpaceError,
     RateLimitedError,
     SpaceAppError,
-    SpaceUnavailableError,
     StreamInterruptedError,
 )
 
@@ -345,4 +344,4 @@ async def follow_job_public(
         await anyio.sleep(poll)
 
 
-__all__ = ["Channel", "Completed", "JobFollower", "Output", "Queued", "SpaceUnavailableError"]
+__all__ = ["Channel", "Completed", "JobFollower", "Output", "Queued", "Router", "cancel_job", "install_tap", "submit"]

@@ -37,7 +37,6 @@ class SpaceInfo:
     config: dict[str, Any]
     api_info: dict[str, Any]
     api: SpaceAPI
-    requests_made: int = 2
 
 
 _INFO: dict[tuple[str, str, str | None, bool], SpaceInfo] = {}

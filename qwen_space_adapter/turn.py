@@ -22,7 +22,7 @@ from gradio_client import handle_file
 from . import bridge
 from .conversation import JsonConversation
 from .deltas import DeltaTracker, Item, bot_text
-from .errors import QwenSpaceError, SpaceTimeoutError
+from .errors import APIChangedError, QwenSpaceError, SpaceTimeoutError
 from .events import QueueStatus
 from .options import RequestOptions
 from .session import SpaceInfo, close_client, open_client, space_info
@@ -114,6 +114,13 @@ def _limit(opts: RequestOptions, phase: str) -> float | None:
     )
 
 
+async def _backoff(opts: RequestOptions, attempt: int, exc: QwenSpaceError) -> None:
+    """Wait before retry `attempt + 1`: exponential, with jitter so clients do not retry in step."""
+    delay = opts.retry_backoff * (2**attempt) * (0.5 + random.random())
+    log.info("retrying after %s (attempt %d) in %.2fs", type(exc).__name__, attempt + 1, delay)
+    await anyio.sleep(delay)
+
+
 async def _retrying(opts: RequestOptions, attempt_fn: Any) -> Any:
     """Run `attempt_fn` again after transient failures, with exponential backoff and jitter."""
     for attempt in range(opts.max_retries + 1):
@@ -122,9 +129,7 @@ async def _retrying(opts: RequestOptions, attempt_fn: Any) -> Any:
         except QwenSpaceError as exc:
             if not exc.retryable or attempt == opts.max_retries:
                 raise
-            delay = opts.retry_backoff * (2**attempt) * (0.5 + random.random())
-            log.info("retrying after %s (attempt %d): %.2fs", type(exc).__name__, attempt + 1, delay)
-            await anyio.sleep(delay)
+            await _backoff(opts, attempt, exc)
     raise AssertionError("unreachable")
 
 
@@ -136,8 +141,6 @@ async def run_turn(
     info = await _retrying(opts, lambda: space_info(opts.target))
     conversation.space = info.target.url
     if opts.files and not info.api.multimodal:
-        from .errors import APIChangedError
-
         raise APIChangedError("The Space's input no longer takes files; send text only.")
     value: Any = {"text": prompt, "files": [handle_file(str(p)) for p in opts.files]}
     if not info.api.multimodal:
@@ -176,8 +179,7 @@ async def run_turn(
                 except QwenSpaceError as exc:
                     if streamed or not exc.retryable or attempt == opts.max_retries:
                         raise
-                    delay = opts.retry_backoff * (2**attempt) * (0.5 + random.random())
-                    await anyio.sleep(delay)
+                    await _backoff(opts, attempt, exc)
 
         try:
             async with aclosing(predict_events()) as predict_stream:
