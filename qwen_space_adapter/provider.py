@@ -7,7 +7,8 @@ code written for it (and g4f itself) keeps working.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -110,6 +111,22 @@ class Qwen_Qwen_2_5M:
             conv.model = resolved
         prompt = build_prompt(msgs, new_from=seen)
         return cls._stream(conv, prompt, opts, len(msgs), return_conversation)
+
+    @classmethod
+    @asynccontextmanager
+    async def stream(
+        cls, model: str, messages: Any, **kwargs: Any
+    ) -> AsyncIterator[AsyncGenerator[StreamItem, None]]:
+        """`create_async_generator` as an async context manager, closed at the block's end.
+
+        Leaving the block, by `break`, an exception or cancellation, cancels the answer on the
+        Space right there, not when the generator is garbage-collected.
+        """
+        agen = cls.create_async_generator(model, messages, **kwargs)
+        try:
+            yield agen
+        finally:
+            await agen.aclose()
 
     @classmethod
     def create_completion(

@@ -213,6 +213,20 @@ async def test_breaking_out_stops_generation_on_the_replica(qwen_replica):
     assert record["status"] == "cancelled" and record["tokens"] < 2000
 
 
+async def test_stream_context_cancels_at_the_end_of_the_block(qwen_replica):
+    before = qwen_replica.stats()["cancelled"]
+    async with Qwen_Qwen_2_5M.stream(
+        "qwen-2.5-1m", [{"role": "user", "content": "ctx [[tokens=2000]] [[delay=0.01]]"}], space=qwen_replica.url
+    ) as stream:
+        async for item in stream:
+            if isinstance(item, str):
+                break
+        kept = stream  # still referenced: only the block's end can close it
+    after = await anyio.to_thread.run_sync(qwen_replica.wait_idle, 15.0)
+    assert after["active"] == 0 and after["cancelled"] == before + 1
+    assert kept.ag_running is False
+
+
 async def test_session_hash_format():
     hashes = {generate_session_hash() for _ in range(1000)}
     assert len(hashes) == 1000
