@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequestError
-from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
+from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_id_of, space_url
 
 log = logging.getLogger("qwen_space_adapter")
 
@@ -119,7 +119,7 @@ def parse_options(proxy: str | None, kwargs: dict[str, Any], default_url: str = 
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidRequestError(f"max_retries must be a non-negative integer, got {retries!r}.")
     opts = RequestOptions(
-        target=SpaceTarget(url=url, token=token, proxy=proxy, verify=verify),
+        target=SpaceTarget(url=url, token=token, proxy=proxy, verify=verify, space_id=space_id_of(space)),
         files=checked,
         timeout=_seconds("timeout", kw.pop("timeout", None)),
         first_token_timeout=_seconds(

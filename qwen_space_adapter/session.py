@@ -91,12 +91,58 @@ def map_connect_error(exc: BaseException, url: str) -> QwenSpaceError:
             f"The Space at {url} is not serving (HTTP {status or 'error'}): it may be sleeping, "
             "paused, building or restarting. Retry later, or check its page on Hugging Face."
         )
+    if "Could not get Gradio config" in text:
+        return SpaceUnavailableError(
+            f"{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
+            "building (Hugging Face then shows a page of its own), or this is not a Gradio Space. "
+            "Check its page, then retry."
+        )
     if isinstance(exc, KeyError | TypeError | StopIteration | ValueError):
         return APIChangedError(
             f"The Space at {url} answered with a config this gradio_client cannot read "
             f"({type(exc).__name__}). Its API has changed; update qwen_space_adapter."
         )
     return SpaceUnavailableError(f"Could not use the Space at {url}: {type(exc).__name__}.")
+
+
+_STAGES = {
+    "SLEEPING": ("is sleeping. A request wakes it: retry in a minute or two, or open {page} to wake it.", True),
+    "PAUSED": ("is paused by its owner and will not answer until they restart it. Use a duplicate "
+               "of it (space=...).", False),
+    "BUILDING": ("is building. Retry in a few minutes.", True),
+    "RUNNING_BUILDING": ("is rebuilding. Retry in a few minutes.", True),
+    "APP_STARTING": ("is starting. Retry in a minute.", True),
+    "RUNNING_APP_STARTING": ("is restarting. Retry in a minute.", True),
+    "STOPPED": ("is stopped. Its owner must restart it; or use a duplicate (space=...).", False),
+}
+
+
+def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
+    """Ask the Hugging Face Hub why the Space does not serve (sleeping, paused, building...).
+
+    Only called after a failure, and only for Spaces known by id: a running Space costs no
+    request to the Hub. None when the Hub cannot tell (offline, unknown Space, running).
+    """
+    try:
+        from huggingface_hub import get_space_runtime
+
+        stage = str(getattr(get_space_runtime(target.space_id, token=target.token), "stage", ""))
+    except Exception:
+        return None
+    stage = stage.rsplit(".", 1)[-1].upper()
+    page = f"https://huggingface.co/spaces/{target.space_id}"
+    if stage in _STAGES:
+        text, retryable = _STAGES[stage]
+        err = SpaceUnavailableError(f"The Space {target.space_id} {text.format(page=page)}")
+    elif stage.endswith("ERROR") or stage in ("NO_APP_FILE", "DELETING"):
+        err = SpaceUnavailableError(
+            f"The Space {target.space_id} is broken ({stage}); see {page}. Use a duplicate (space=...)."
+        )
+        retryable = False
+    else:
+        return None
+    err.retryable = retryable
+    return err
 
 
 def _fetch_info(target: SpaceTarget) -> SpaceInfo:
@@ -109,7 +155,10 @@ def _fetch_info(target: SpaceTarget) -> SpaceInfo:
         try:
             client = gci.AdapterClient(target.url, **target.client_kwargs())
         except Exception as exc:
-            raise map_connect_error(exc, target.url) from None
+            error = map_connect_error(exc, target.url)
+            if isinstance(error, SpaceUnavailableError | APIChangedError) and target.space_id:
+                error = stage_error(target) or error
+            raise error from None
         try:
             config, api_info = client.config, client._info
         finally:

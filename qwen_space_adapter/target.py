@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InvalidRequestError
 
+DEFAULT_SPACE_ID = "Qwen/Qwen2.5-1M-Demo"
 DEFAULT_SPACE_URL = "https://qwen-qwen2-5-1m-demo.hf.space"
 SPACE_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -58,6 +59,7 @@ class SpaceTarget:
     token: str | None = field(default=None, repr=False)
     proxy: str | None = None
     verify: bool = True
+    space_id: str | None = None  # "owner/name" when known: lets a failure ask the Hub why
 
     @property
     def key(self) -> tuple[str, str, str | None, bool]:
@@ -78,6 +80,16 @@ class SpaceTarget:
             "ssl_verify": _tls_context() if self.verify else False,
             "analytics_enabled": False,
         }
+
+
+def space_id_of(space: str) -> str | None:
+    """The `owner/name` id of a Space given as an id, or as the default Space's URL."""
+    space = space.strip()
+    if SPACE_ID_RE.match(space):
+        return space
+    if space.rstrip("/") == DEFAULT_SPACE_URL:
+        return DEFAULT_SPACE_ID
+    return None
 
 
 def env_space() -> str:

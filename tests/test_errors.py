@@ -41,6 +41,7 @@ def response(status: int) -> httpx.Response:
          SpaceUnavailableError, "hf_token"),
         (ValueError(f"Could not fetch config for {URL}"), SpaceUnavailableError, "not serving"),
         (KeyError("dependencies"), APIChangedError, "API has changed"),
+        (ValueError(f"Could not get Gradio config from: {URL}"), SpaceUnavailableError, "not with a Gradio app"),
     ],
 )
 def test_connect_errors(raised, expected, words):
@@ -81,3 +82,48 @@ def test_app_error_takes_off_gradio_4s_repr_quotes():
 def test_app_error_without_a_message_says_what_to_do():
     err = app_error(None)
     assert isinstance(err, SpaceAppError) and "Retry" in str(err) and err.space_message is None
+
+
+class _Runtime:
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+
+@pytest.mark.parametrize(
+    ("stage", "words", "retryable"),
+    [
+        ("SLEEPING", "is sleeping", True),
+        ("PAUSED", "paused by its owner", False),
+        ("BUILDING", "is building", True),
+        ("APP_STARTING", "is starting", True),
+        ("RUNTIME_ERROR", "is broken (RUNTIME_ERROR)", False),
+    ],
+)
+def test_a_space_that_does_not_serve_says_why(mocker, stage, words, retryable):
+    from qwen_space_adapter import session
+    from qwen_space_adapter.target import SpaceTarget
+
+    hub = mocker.patch("huggingface_hub.get_space_runtime", return_value=_Runtime(stage))
+    target = SpaceTarget(url="http://127.0.0.1:9", token="hf_x", space_id="owner/space")
+    with pytest.raises(SpaceUnavailableError) as info:
+        session._fetch_info(target)
+    assert words in str(info.value) and info.value.retryable is retryable
+    hub.assert_called_once_with("owner/space", token="hf_x")
+
+
+def test_the_hub_is_not_asked_for_a_plain_url(mocker):
+    from qwen_space_adapter import session
+    from qwen_space_adapter.target import SpaceTarget
+
+    hub = mocker.patch("huggingface_hub.get_space_runtime")
+    with pytest.raises(SpaceUnavailableError, match="Could not connect"):
+        session._fetch_info(SpaceTarget(url="http://127.0.0.1:9"))
+    assert hub.call_count == 0
+
+
+def test_space_ids_are_kept_for_the_hub():
+    from qwen_space_adapter.options import parse_options
+
+    assert parse_options(None, {"space": "me/dup"}).target.space_id == "me/dup"
+    assert parse_options(None, {}).target.space_id in ("Qwen/Qwen2.5-1M-Demo", None)
+    assert parse_options(None, {"space": "http://127.0.0.1:9"}).target.space_id is None
