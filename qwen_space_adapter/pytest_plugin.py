@@ -7,8 +7,8 @@ Registered through the `pytest11` entry point, so installing the package is enou
     pytest --qwen-space=http://127.0.0.1:7860   # any running copy
 
 Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bound to it),
-`qwen_replica` (a session-wide replica) and `qwen_replica_factory` (replicas with settings,
-stopped after the test). Tests marked `@pytest.mark.live` need the target; when it cannot be
+`qwen_replica` (a session-wide replica; `qwen_replica_url` is its URL) and
+`qwen_replica_factory` (replicas with settings, stopped after the test). Tests marked `@pytest.mark.live` need the target; when it cannot be
 reached they are skipped, with the reason, after a probe of a few seconds instead of hanging.
 """
 
@@ -61,6 +61,12 @@ def qwen_replica() -> Iterator[Any]:
 
     with Replica(token_delay=0.005, prefill_base=0.02) as replica:
         yield replica
+
+
+@pytest.fixture(scope="session")
+def qwen_replica_url(qwen_replica: Any) -> str:
+    """The URL of the session's replica Space (started on a free port on first use)."""
+    return str(qwen_replica.url)
 
 
 @pytest.fixture

@@ -85,6 +85,11 @@ def test_sessions_do_not_share_history(qwen_replica):
     assert "first turn" in other_text and "Ada" not in other_text
 
 
+def test_the_url_fixture_is_the_session_replica(qwen_replica, qwen_replica_url):
+    assert qwen_replica_url == qwen_replica.url
+    assert httpx.get(qwen_replica_url + "/config").json()["version"].startswith("4.44.")
+
+
 def test_clear_resets_the_chatbot(qwen_replica):
     client = _client(qwen_replica.url)
     try:
