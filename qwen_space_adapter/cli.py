@@ -169,12 +169,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nqwen-space: interrupted; the answer was cancelled on the Space.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except InvalidRequestError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except QwenSpaceError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         if replica is not None:
             replica.close()
@@ -198,13 +192,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        with Replica(settings) as replica:
-            print(replica.url, flush=True)
-            stop.wait()
-    except QwenSpaceError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    with Replica(settings) as replica:
+        print(replica.url, flush=True)
+        stop.wait()
     return EXIT_OK
 
 
@@ -251,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         logging.basicConfig(level=logging.DEBUG)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except InvalidRequestError as e:  # every command: one line, no traceback, a status
+        print(f"qwen-space: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except QwenSpaceError as e:
+        print(f"qwen-space: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return code
 
 

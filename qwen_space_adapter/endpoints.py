@@ -37,6 +37,17 @@ class SpaceAPI:
         """Where the chatbot is among add_text's outputs, as sent on the wire."""
         return self.add_text_outputs.index(self.chatbot_type)
 
+    def describe(self) -> dict[str, Any]:
+        """The facts a report or a transcript records about the Space's API."""
+        return {
+            "gradio_version": self.version,
+            "protocol": self.protocol,
+            "add_text": self.add_text,
+            "predict": self.predict,
+            "input_type": self.input_type,
+            "chatbot_type": self.chatbot_type,
+        }
+
     @property
     def multimodal(self) -> bool:
         return self.input_type != "textbox"

@@ -8,8 +8,9 @@ Registered through the `pytest11` entry point, so installing the package is enou
 
 Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bound to it),
 `qwen_replica` (a session-wide replica; `qwen_replica_url` is its URL) and
-`qwen_replica_factory` (replicas with settings, stopped after the test). Tests marked `@pytest.mark.live` need the target; when it cannot be
-reached they are skipped, with the reason, after a probe of a few seconds instead of hanging.
+`qwen_replica_factory` (replicas with settings, stopped after the test). Tests marked
+`@pytest.mark.live` need the target; when it cannot be reached they are skipped, with the
+reason, after a probe of a few seconds instead of hanging.
 """
 
 from __future__ import annotations

@@ -221,15 +221,7 @@ async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
         raise CheckFailed(str(e)) from None
     if api.chatbot_type not in CHATBOT_TYPES or api.predict_outputs[:1] != (api.chatbot_type,):
         raise CheckFailed(f"predict does not output the chatbot: {api.predict_outputs}")
-    data = {
-        "gradio_version": api.version,
-        "protocol": api.protocol,
-        "add_text": api.add_text,
-        "predict": api.predict,
-        "input_type": api.input_type,
-        "chatbot_type": api.chatbot_type,
-        "predict_extra_inputs": list(api.predict_extra_inputs),
-    }
+    data = {**api.describe(), "predict_extra_inputs": list(api.predict_extra_inputs)}
     ctx.api = data
     notes = "" if api.multimodal else "; text-only input: attachments cannot work"
     if (api.add_text, api.predict) != (1, 2):

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import InvalidRequestError, QwenSpaceError
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LIVE_SPACE = "Qwen/Qwen2.5-1M-Demo"
 
@@ -35,13 +33,13 @@ def open_target(target: str) -> Iterator[tuple[str, bool | None]]:
             assert replica.url is not None
             yield replica.url, True
         return
-    from ..session import space_url
+    from ..target import space_url
 
     yield space_url(target), None
 
 
 def _default_target() -> str:
-    from ..session import env_space
+    from ..target import env_space
 
     return env_space() or LIVE_SPACE
 
@@ -61,16 +59,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"qwen-space: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     target = args.target or _default_target()
-    try:
-        with open_target(target) as (url, replica):
-            suite = Suite(url, target=target, replica=replica, timeout=args.timeout, samples=args.samples)
-            result = suite.run_all(names or list(CHECK_NAMES))
-    except InvalidRequestError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except QwenSpaceError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    with open_target(target) as (url, replica):  # errors: reported by qwen_space_adapter.cli.main
+        suite = Suite(url, target=target, replica=replica, timeout=args.timeout, samples=args.samples)
+        result = suite.run_all(names or list(CHECK_NAMES))
     print(render_table(result))
     if args.json:
         print(f"JSON report: {write_json(result, args.json)}", file=sys.stderr)
@@ -84,16 +75,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .record import DEFAULT_PROMPTS, record_transcript, recorded_failure, save_transcript
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
-    try:
-        files = [check_file(f) for f in args.file]
-        with open_target(args.target) as (url, _):
-            transcript = record_transcript(url, prompts, files=files, timeout=args.timeout)
-    except InvalidRequestError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except QwenSpaceError as e:
-        print(f"qwen-space: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    files = [check_file(f) for f in args.file]
+    with open_target(args.target) as (url, _):  # errors: reported by qwen_space_adapter.cli.main
+        transcript = record_transcript(url, prompts, files=files, timeout=args.timeout)
     path = save_transcript(transcript, args.out)
     turns = transcript["turns"]
     updates = sum(len(t["updates"]) for t in turns)

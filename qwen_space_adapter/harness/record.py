@@ -218,14 +218,7 @@ def record_transcript(
         "version": replay.VERSION,
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "target": target.url,
-        "space": {
-            "gradio_version": api.version,
-            "protocol": api.protocol,
-            "add_text": api.add_text,
-            "predict": api.predict,
-            "input_type": api.input_type,
-            "chatbot_type": api.chatbot_type,
-        },
+        "space": api.describe(),
         "recorder": {
             "qwen_space_adapter": getattr(qwen_space_adapter, "__version__", "?"),
             "gradio_client": gci.GC_VERSION,

@@ -136,22 +136,7 @@ class Replica:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-        try:  # anything the app left in its group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if proc.stdout:
-            proc.stdout.close()
-        proc.wait()
+        stop_process_group(proc, timeout)
         _LIVE.discard(self)
 
     def close(self) -> None:
@@ -183,6 +168,36 @@ class Replica:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited, without reaping it (so its id cannot be reused meanwhile)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a child's process group, SIGKILL what is left after `timeout`, then reap it.
+
+    The leader is reaped only after its whole group was signalled: until then its id, which is
+    the group's id, cannot be reused by an unrelated process that we would kill by mistake.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    while not _exited(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # waiting for a process to exit: there is no event to wait on with a timeout
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # anything left in the group, the leader included
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.stdout:
+        proc.stdout.close()
+    proc.wait()
 
 
 @atexit.register
