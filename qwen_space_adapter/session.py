@@ -123,6 +123,8 @@ def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
     Only called after a failure, and only for Spaces known by id: a running Space costs no
     request to the Hub. None when the Hub cannot tell (offline, unknown Space, running).
     """
+    if not target.space_id:
+        return None
     try:
         from huggingface_hub import get_space_runtime
 

@@ -122,7 +122,7 @@ class Context:
     replica: bool
     timeout: float = 300.0
     samples: int = 3
-    provider: type = Qwen_Qwen_2_5M
+    provider: type[Qwen_Qwen_2_5M] = Qwen_Qwen_2_5M
     model: str = "qwen-2.5-1m"
     runs: list[AnswerRun] = field(default_factory=list)
     sample: AnswerRun | None = None
@@ -488,7 +488,7 @@ class Suite:
         replica: bool | None = None,
         timeout: float = 300.0,
         samples: int = 3,
-        provider: type = Qwen_Qwen_2_5M,
+        provider: type[Qwen_Qwen_2_5M] = Qwen_Qwen_2_5M,
         check_timeout: float | None = None,
     ) -> None:
         url = url.rstrip("/")
@@ -516,7 +516,8 @@ class Suite:
 
     async def _run(self, check: Check) -> CheckResult:
         start = time.monotonic()
-        status, data = PASS, {}
+        status = PASS
+        data: dict[str, Any] = {}
         try:
             with anyio.fail_after(self.check_timeout):
                 detail, data = await check.run(self.ctx)
