@@ -121,9 +121,10 @@ def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
     """Ask the Hugging Face Hub why the Space does not serve (sleeping, paused, building...).
 
     Only called after a failure, and only for Spaces known by id: a running Space costs no
-    request to the Hub. None when the Hub cannot tell (offline, unknown Space, running).
+    request to the Hub. None when the Hub cannot tell (offline, unknown Space, running), and
+    when a proxy is set: huggingface_hub would not go through it, and every request must.
     """
-    if not target.space_id:
+    if not target.space_id or target.proxy:
         return None
     try:
         from huggingface_hub import get_space_runtime

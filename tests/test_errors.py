@@ -127,3 +127,13 @@ def test_space_ids_are_kept_for_the_hub():
     assert parse_options(None, {"space": "me/dup"}).target.space_id == "me/dup"
     assert parse_options(None, {}).target.space_id in ("Qwen/Qwen2.5-1M-Demo", None)
     assert parse_options(None, {"space": "http://127.0.0.1:9"}).target.space_id is None
+
+
+def test_the_hub_is_not_asked_around_a_proxy(mocker):
+    from qwen_space_adapter import session
+    from qwen_space_adapter.target import SpaceTarget
+
+    hub = mocker.patch("huggingface_hub.get_space_runtime", return_value=_Runtime("SLEEPING"))
+    target = SpaceTarget(url="http://127.0.0.1:9", space_id="owner/space", proxy="http://127.0.0.1:9")
+    assert session.stage_error(target) is None
+    assert hub.call_count == 0
