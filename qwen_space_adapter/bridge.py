@@ -7,7 +7,8 @@ woken by 0.5 s timeouts). Neither fits an async caller, so the bridge does this 
 - gradio_client's reader thread hands every raw server message to `Channel.put` (through the
   tap in `_gc_internals`), which wakes the waiting task with the event loop's own thread-safe
   call (`call_soon_threadsafe` / `TrioToken.run_sync_soon`): no polling, no quantum.
-- The task drains everything pending at once, applies diffs in place and yields one value.
+- The task drains everything pending at once, applies each diff in place and yields every
+  update, so a placeholder shown for a single update still reaches the caller.
 - The job's future reports its end through the same channel (`add_done_callback`), so errors
   raised on gradio_client's threads arrive without polling either.
 - Leaving early (break, aclose, cancellation, timeout) cancels the job on the Space and waits,
