@@ -175,7 +175,6 @@ class JobFollower:
         self.diffs = diffs  # sse_v2+ sends diffs after the first generating message
         self.channel = Channel()
         self.event_id: str | None = None
-        self.job: Any = None
         self.finished = False
         self.current: list[Any] | None = None
         self._early: dict[str, list[Any]] = {}
@@ -260,9 +259,11 @@ _IGNORED = object()
 
 
 def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any) -> Any:
-    """Submit a job with the tap in place (runs in a worker thread: submit may block briefly)."""
+    """Submit a job whose end (result or error) reaches `follower` through its channel.
+
+    `Client.submit` only queues the work on gradio_client's executor, so this does not block.
+    """
     job = client.submit(*args, fn_index=fn_index)
-    follower.job = job
     job.add_done_callback(follower.on_done)
     return job
 
@@ -293,7 +294,7 @@ def install_tap(client: Any) -> Router | None:
     return router
 
 
-async def cancel_job(job: Any, follower: JobFollower | None) -> None:
+async def cancel_job(job: Any) -> None:
     """Cancel a job on the Space and wait (bounded) for its threads; never raises."""
     if job is None:
         return

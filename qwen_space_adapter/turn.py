@@ -39,19 +39,23 @@ class Clock:
     text_started: bool = False
     last_update: float = 0.0
 
-    def left(self) -> tuple[float | None, str]:
+    def left(self) -> tuple[float | None, str, float | None]:
+        """Seconds until the nearest deadline, which deadline it is, and its configured limit."""
         now = time.monotonic()
-        candidates: list[tuple[float, str]] = []
-        if self.opts.timeout is not None:
-            candidates.append((self.start + self.opts.timeout - now, "answer"))
-        if not self.text_started and self.opts.first_token_timeout is not None:
-            candidates.append((self.start + self.opts.first_token_timeout - now, "first token"))
-        if self.text_started and self.opts.idle_timeout is not None:
-            candidates.append((self.last_update + self.opts.idle_timeout - now, "silence"))
+        opts = self.opts
+        candidates: list[tuple[float, str, float]] = []
+        if opts.timeout is not None:
+            candidates.append((self.start + opts.timeout - now, "answer", opts.timeout))
+        if not self.text_started and opts.first_token_timeout is not None:
+            candidates.append(
+                (self.start + opts.first_token_timeout - now, "first token", opts.first_token_timeout)
+            )
+        if self.text_started and opts.idle_timeout is not None:
+            candidates.append((self.last_update + opts.idle_timeout - now, "silence", opts.idle_timeout))
         if not candidates:
-            return None, ""
-        seconds, phase = min(candidates)
-        return max(seconds, 0.0), phase
+            return None, "", None
+        seconds, phase, limit = min(candidates)
+        return max(seconds, 0.0), phase, limit
 
 
 def strip_file_meta(value: Any) -> Any:
@@ -85,7 +89,7 @@ async def _follow(
     events = follower.events() if router is not None else bridge.follow_job_public(job, outputs)
     try:
         while True:
-            seconds, phase = clock.left()
+            seconds, phase, limit = clock.left()
             with anyio.move_on_after(seconds if seconds is not None else float("inf")) as scope:
                 try:
                     event = await events.__anext__()
@@ -94,7 +98,7 @@ async def _follow(
             if scope.cancelled_caught:
                 raise SpaceTimeoutError(
                     f"The Space did not deliver the {phase} within the allowed time "
-                    f"({_limit(clock.opts, phase)} s). Raise the timeout, or retry later.",
+                    f"({limit} s). Raise the timeout, or retry later.",
                     phase=phase,
                 )
             done = isinstance(event, bridge.Completed)
@@ -105,13 +109,7 @@ async def _follow(
     finally:
         await events.aclose()
         if not follower.finished:
-            await bridge.cancel_job(job, follower)
-
-
-def _limit(opts: RequestOptions, phase: str) -> float | None:
-    return {"answer": opts.timeout, "first token": opts.first_token_timeout}.get(
-        phase, opts.idle_timeout
-    )
+            await bridge.cancel_job(job)
 
 
 async def _backoff(opts: RequestOptions, attempt: int, exc: QwenSpaceError) -> None:

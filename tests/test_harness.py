@@ -193,7 +193,7 @@ def _lenient_validate(real: Any) -> Any:
     return validate
 
 
-async def _no_cancel(job: Any, follower: Any) -> None:
+async def _no_cancel(job: Any) -> None:
     """An adapter bug: leaving a stream early does not cancel the job on the Space."""
 
 
