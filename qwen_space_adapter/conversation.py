@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from .errors import InvalidRequestError
+from .target import space_url
 
 SESSION_HASH_RE = re.compile(r"^[0-9a-z]{6,64}$")
 
@@ -66,10 +67,13 @@ class JsonConversation:
     __hash__ = None  # type: ignore[assignment]
 
 
-def check_conversation(conversation: Any, space: str) -> JsonConversation | None:
+def check_conversation(conversation: Any, space: str | None = None) -> JsonConversation | None:
     """Validate a conversation passed back by a caller, before anything is sent.
 
     Accepts a `JsonConversation`, any object with `get_dict()` (g4f's own class), or a plain dict.
+    A missing `chatbot` or `message_count` (a hand-made dict) counts as an empty one. When
+    `space` (the URL the call resolved to) is given, the conversation must belong to that Space:
+    its session lives there and nowhere else.
     """
     if conversation is None:
         return None
@@ -77,6 +81,8 @@ def check_conversation(conversation: Any, space: str) -> JsonConversation | None
         data = conversation
     elif callable(getattr(conversation, "get_dict", None)):
         data = conversation.get_dict()
+        if not isinstance(data, dict):
+            raise InvalidRequestError("conversation.get_dict() must return a dict.")
     else:
         raise InvalidRequestError(
             f"conversation must be a JsonConversation (or its get_dict()), got "
@@ -88,18 +94,28 @@ def check_conversation(conversation: Any, space: str) -> JsonConversation | None
             "conversation.session_hash must be 6-64 lowercase letters and digits, as made by "
             "generate_session_hash(); pass the conversation object this adapter yielded."
         )
-    chatbot = data.get("chatbot", [])
+    chatbot = data.get("chatbot")
+    if chatbot is None:
+        chatbot = []
     if not isinstance(chatbot, list):
         raise InvalidRequestError("conversation.chatbot must be a list (the Space's chatbot value).")
     count = data.get("message_count", 0)
+    if count is None:
+        count = 0
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise InvalidRequestError("conversation.message_count must be a non-negative integer.")
     owner = data.get("space")
-    if owner is not None and owner != space:
+    if owner is not None and not isinstance(owner, str):
+        raise InvalidRequestError(
+            f"conversation.space must be the URL of its Space, got {type(owner).__name__}."
+        )
+    if owner is not None and space is not None and space_url(owner, "conversation.space") != space:
         raise InvalidRequestError(
             f"This conversation belongs to the Space at {owner}, not {space}; start a new "
-            "conversation (conversation=None) or pass space= to match it."
+            "conversation (conversation=None), or leave space= out to continue it on its own Space."
         )
     if isinstance(conversation, JsonConversation):
+        conversation.chatbot = chatbot
+        conversation.message_count = count
         return conversation
-    return JsonConversation(**data)
+    return JsonConversation(**{**data, "chatbot": chatbot, "message_count": count})

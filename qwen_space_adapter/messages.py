@@ -9,6 +9,7 @@ Space already holds the history of its session.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,9 @@ ROLES = ("system", "user", "assistant")
 # Qwen2.5-1M reads up to 1M tokens, about 4 MB of English. A prompt beyond that cannot fit;
 # refuse it here rather than after a long upload.
 MAX_PROMPT_CHARS = 4_000_000
+# A lone surrogate (half of a UTF-16 pair, e.g. from a bad JSON decode) cannot be encoded as
+# UTF-8, so the request would fail deep inside the HTTP client; refuse it here with its place.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -27,18 +31,30 @@ class Message:
     content: str
 
 
+def _text(where: str, text: str) -> str:
+    """`text`, unless it holds a lone surrogate: then an error naming where."""
+    bad = LONE_SURROGATE.search(text)
+    if bad:
+        raise InvalidRequestError(
+            f"{where} has a lone surrogate (U+{ord(bad.group()):04X}) at character {bad.start()}: "
+            "half of a UTF-16 pair, not text, so it cannot be sent. Remove or replace it; it "
+            "usually comes from a broken JSON or UTF-16 decode."
+        )
+    return text
+
+
 def _content_text(index: int, content: Any) -> str:
     if isinstance(content, str):
-        return content
+        return _text(f"messages[{index}].content", content)
     if isinstance(content, list):
         parts = []
         for j, part in enumerate(content):
             if isinstance(part, str):
-                parts.append(part)
+                parts.append(_text(f"messages[{index}].content[{j}]", part))
             elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(
                 part.get("text"), str
             ):
-                parts.append(part["text"])
+                parts.append(_text(f"messages[{index}].content[{j}].text", part["text"]))
             else:
                 raise InvalidRequestError(
                     f"messages[{index}].content[{j}] is not a text part: expected a string or "

@@ -6,23 +6,42 @@ with a message naming the argument, and the Space never sees a half-valid reques
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequestError
-from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_id_of, space_url
+from .target import (
+    DEFAULT_SPACE_URL,
+    SpaceTarget,
+    env_space,
+    is_hugging_face,
+    is_loopback,
+    space_id_of,
+    space_url,
+)
 
 log = logging.getLogger("qwen_space_adapter")
 
 # A file is sent whole as context; Qwen2.5-1M reads about 4 MB of text, so 16 MB leaves room
 # for markup-heavy documents while refusing accidents (a video, a disk image) before upload.
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# Every attachment accepted is UTF-8 text (the Space reads text documents only), so all are sent
+# as text/plain; a binary type, if one is ever accepted, would be named by its extension.
+TEXT_MIME_TYPE = "text/plain"
 DEFAULT_FIRST_TOKEN_TIMEOUT = 600.0  # a 1M-token prefill takes minutes on the live Space
 DEFAULT_IDLE_TIMEOUT = 120.0
+DEFAULT_CONNECT_TIMEOUT = 30.0
+# Upper bounds: a value above them is a typo or a unit mistake (milliseconds for seconds), and
+# a huge number (10**400) would otherwise overflow deep inside a timer instead of failing here.
+MAX_SECONDS = 24 * 60 * 60.0
+MAX_RETRIES = 10
+MAX_RETRY_BACKOFF = 60.0
 # g4f and OpenAI-style callers pass these; the Space has no knob for them, so they are ignored.
 IGNORED_KWARGS = frozenset(
     {
@@ -36,105 +55,284 @@ IGNORED_KWARGS = frozenset(
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A document as it was checked at the call: the upload sends exactly these bytes.
+
+    Reading once and keeping the bytes closes the window in which a file could be swapped,
+    grown or deleted between the check and the upload. `data` stays out of `repr` (it can be
+    16 MB). `os.fspath(attachment)` is the original path, for code that wants a path.
+    """
+
+    path: Path
+    name: str
+    data: bytes = field(repr=False)
+    mime_type: str
+    size: int
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
 class RequestOptions:
     target: SpaceTarget
-    files: tuple[Path, ...] = ()
+    files: tuple[Attachment, ...] = ()
     timeout: float | None = None
     first_token_timeout: float | None = DEFAULT_FIRST_TOKEN_TIMEOUT
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    # The time allowed for each attempt to reach the Space (connect, TLS, first config fetch).
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_retries: int = 2
     retry_backoff: float = 0.5
     ignored: tuple[str, ...] = field(default=())
 
 
-def _seconds(name: str, value: Any) -> float | None:
-    if value is None:
+def _seconds(name: str, value: Any, maximum: float = MAX_SECONDS, *, allow_none: bool = True) -> float | None:
+    """A positive number of seconds up to `maximum`, or None (no limit) when `allow_none`."""
+    if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequestError(f"{name} must be a number of seconds or None, got {value!r}.")
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidRequestError(f"{name} must be a positive, finite number of seconds, got {value!r}.")
+        kind = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise InvalidRequestError(f"{name} must be {kind}, got {_short(value)}.")
+    # Compared before any float conversion: int(10**400) cannot become a float.
+    if (isinstance(value, float) and math.isnan(value)) or value <= 0:
+        raise InvalidRequestError(f"{name} must be a positive number of seconds, got {_short(value)}.")
+    if value > maximum:
+        hint = "; pass None for no limit" if allow_none else ""
+        raise InvalidRequestError(f"{name} must be at most {maximum:g} seconds, got {_short(value)}{hint}.")
     return float(value)
 
 
-def check_file(path: Any) -> Path:
-    """A document to attach: an existing, readable, non-empty text file within the size limit."""
-    if not isinstance(path, str | os.PathLike) or not str(path):
-        raise InvalidRequestError(f"files must hold file paths, got {type(path).__name__}.")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise InvalidRequestError(f"Attachment {str(p)!r} does not exist.")
-    if p.is_dir():
-        raise InvalidRequestError(f"Attachment {str(p)!r} is a directory; name the files in it.")
-    if not p.is_file():
-        raise InvalidRequestError(f"Attachment {str(p)!r} is not a regular file.")
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
+def _required_seconds(name: str, value: Any, maximum: float = MAX_SECONDS) -> float:
+    """`_seconds` for a limit that cannot be switched off."""
+    seconds = _seconds(name, value, maximum, allow_none=False)
+    assert seconds is not None
+    return seconds
+
+
+def _short(value: Any) -> str:
+    """`repr` cut to a readable length (10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def _retries(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
         raise InvalidRequestError(
-            f"Attachment {str(p)!r} has {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit "
-            "(Qwen2.5-1M reads about 4 MB of text); send a part of it."
+            f"max_retries must be an integer from 0 to {MAX_RETRIES}, got {_short(value)}."
         )
+    return value
+
+
+def check_file(path: Any) -> Attachment:
+    """A document to attach, read once: an existing, non-empty UTF-8 text file within the size limit.
+
+    The bytes checked here are the bytes uploaded (see `Attachment`), so nothing can change
+    between the check and the upload.
+    """
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise InvalidRequestError(f"files must hold file paths, got {type(path).__name__}.")
+    p = Path(os.fspath(path)).expanduser()
+    shown = repr(str(p))
+    if not p.exists():
+        raise InvalidRequestError(f"Attachment {shown} does not exist.")
+    if p.is_dir():
+        raise InvalidRequestError(f"Attachment {shown} is a directory; name the files in it.")
+    if not p.is_file():
+        raise InvalidRequestError(f"Attachment {shown} is not a regular file.")
     try:
         with open(p, "rb") as fh:
-            head = fh.read(65536)
+            data = fh.read(MAX_FILE_BYTES + 1)  # one byte over the limit is enough to refuse
     except OSError as e:
-        raise InvalidRequestError(f"Attachment {str(p)!r} cannot be read: {e.strerror}.") from None
-    if b"\x00" in head:
+        raise InvalidRequestError(f"Attachment {shown} cannot be read: {e.strerror or e}.") from None
+    if len(data) > MAX_FILE_BYTES:
         raise InvalidRequestError(
-            f"Attachment {str(p)!r} looks binary (it has NUL bytes); the Space reads text "
+            f"Attachment {shown} has over {MAX_FILE_BYTES:,} bytes, the limit "
+            "(Qwen2.5-1M reads about 4 MB of text); send a part of it."
+        )
+    if not data:
+        raise InvalidRequestError(f"Attachment {shown} is empty; there is nothing to read.")
+    if b"\x00" in data:
+        raise InvalidRequestError(
+            f"Attachment {shown} looks binary (it has NUL bytes); the Space reads text "
             "documents only. Convert it to text first."
         )
     try:
-        head.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as e:
-        if e.start < len(head) - 4:  # a multi-byte character cut by the 64 KiB read is fine
-            raise InvalidRequestError(
-                f"Attachment {str(p)!r} is not UTF-8 text; convert it to UTF-8 first."
-            ) from None
-    return p
+        raise InvalidRequestError(
+            f"Attachment {shown} is not UTF-8 text (byte {e.start:,}); convert it to UTF-8 first."
+        ) from None
+    return Attachment(path=p, name=p.name, data=data, mime_type=TEXT_MIME_TYPE, size=len(data))
 
 
-def parse_options(proxy: str | None, kwargs: dict[str, Any], default_url: str = DEFAULT_SPACE_URL) -> RequestOptions:
-    """Turn `create_async_generator`'s keyword arguments into checked options."""
-    kw = dict(kwargs)
-    space = kw.pop("space", None) or env_space() or default_url
-    url = space_url(space)
-    token = kw.pop("hf_token", None)
-    if token is None:
-        token = os.environ.get("HF_TOKEN") or None
-    if token is not None and (not isinstance(token, str) or not token.strip()):
+KNOWN_OPTIONS = (
+    "space", "hf_token", "files", "timeout", "first_token_timeout", "idle_timeout",
+    "connect_timeout", "max_retries", "retry_backoff", "verify", "proxy",
+)
+# Proxy schemes httpx can use. SOCKS needs the optional `socksio` package (httpx[socks]).
+HTTP_PROXY_SCHEMES = ("http", "https")
+SOCKS_PROXY_SCHEMES = ("socks5", "socks5h")
+
+
+def own_url(cls: type, base: type) -> str | None:
+    """The `url` a subclass of `base` set (a duplicate, a replica), or None when it kept base's.
+
+    A subclass bound to its own Space wins over `$QWEN_SPACE`: the environment must not
+    silently move it elsewhere.
+    """
+    for klass in cls.__mro__:
+        if klass is base:
+            return None
+        if "url" in vars(klass):
+            return str(vars(klass)["url"])
+    return None
+
+
+def resolve_space(
+    kw: dict[str, Any], conversation_space: Any = None, class_url: str | None = None
+) -> tuple[str, str]:
+    """Which Space a call talks to, and the name of the argument that chose it.
+
+    The order: an explicit `space=`; the Space a continued conversation belongs to; a
+    subclass's own `url`; `$QWEN_SPACE`; the default Space. An explicit but empty `space=`
+    (`''`, `0`, `False`) is refused: falling back to the public Space would send the request,
+    and perhaps a token, somewhere the caller did not name.
+    """
+    if "space" in kw and kw["space"] is not None:
+        return kw.pop("space"), "space"
+    kw.pop("space", None)
+    if conversation_space is not None:
+        return conversation_space, "conversation.space"
+    if class_url:
+        return class_url, "url"
+    if env_space():
+        return env_space(), "$QWEN_SPACE"
+    return DEFAULT_SPACE_URL, "space"
+
+
+def _token(value: Any, url: str) -> str | None:
+    """The token to send to `url`, if any: explicit `hf_token=`, else `$HF_TOKEN` for Hugging Face.
+
+    The environment's token was not given for this call, so it goes only to Hugging Face hosts
+    over https. An explicit token goes where the caller says, except in clear text to another
+    machine. Never part of a message: errors name the position of a bad character, not the token.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if value is None:
+        env = os.environ.get("HF_TOKEN", "").strip()
+        if not env:
+            return None
+        if not is_hugging_face(url):
+            log.debug("HF_TOKEN is not sent to %s: only to Hugging Face hosts over https", host)
+            return None
+        return _header_safe("HF_TOKEN", env)
+    if not isinstance(value, str) or not value.strip():
         raise InvalidRequestError("hf_token must be a non-empty string or None.")
-    if proxy is not None and (not isinstance(proxy, str) or "://" not in proxy):
+    if urllib.parse.urlsplit(url).scheme == "http" and not is_loopback(host):
+        raise InvalidRequestError(
+            f"hf_token would travel in clear text over http to {host}; use an https URL for that "
+            "Space, or a loopback address (127.0.0.1) for a local one."
+        )
+    return _header_safe("hf_token", value.strip())
+
+
+def _header_safe(name: str, token: str) -> str:
+    """`token` if it can be sent as an HTTP header value; the error names the position only."""
+    for i, ch in enumerate(token):
+        if ch.isspace():
+            raise InvalidRequestError(
+                f"{name} has whitespace inside it (character {i + 1} of {len(token)}); a token is "
+                "one word. Check how it was copied."
+            )
+        if not " " < ch < "\x7f":
+            raise InvalidRequestError(
+                f"{name} has a character that cannot be sent in an HTTP header (character "
+                f"{i + 1} of {len(token)}: non-ASCII or control); Hugging Face tokens are ASCII."
+            )
+    return token
+
+
+def _proxy(proxy: Any) -> str | None:
+    """A proxy URL httpx can use, or None; refused at the call rather than retried for nothing."""
+    if proxy is None:
+        return None
+    if not isinstance(proxy, str) or "://" not in proxy:
         raise InvalidRequestError("proxy must be a URL such as 'http://host:3128', or None.")
-    verify = kw.pop("verify", True)
-    if not isinstance(verify, bool):
-        raise InvalidRequestError("verify must be True or False (TLS certificate checks).")
-    files = kw.pop("files", None) or ()
+    parts = urllib.parse.urlsplit(proxy.strip())
+    scheme = parts.scheme.lower()
+    if scheme in SOCKS_PROXY_SCHEMES:
+        if importlib.util.find_spec("socksio") is None:
+            raise InvalidRequestError(
+                f"proxy: a {scheme} proxy needs the socksio package; pip install 'httpx[socks]', "
+                "or use an http proxy."
+            )
+    elif scheme not in HTTP_PROXY_SCHEMES:
+        raise InvalidRequestError(
+            f"proxy has the scheme {scheme or 'none'}; use http://, https:// or socks5:// "
+            "(e.g. 'http://host:3128')."
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise InvalidRequestError("proxy has an invalid port.") from None
+    if not parts.hostname:
+        raise InvalidRequestError("proxy has no host; use a URL such as 'http://host:3128'.")
+    return proxy.strip()
+
+
+def _files(value: Any) -> tuple[Attachment, ...]:
+    files = value or ()
     if isinstance(files, str | os.PathLike):
         files = (files,)
     if not isinstance(files, list | tuple):
         raise InvalidRequestError("files must be a list of file paths.")
-    checked = tuple(check_file(f) for f in files)
-    retries = kw.pop("max_retries", 2)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidRequestError(f"max_retries must be a non-negative integer, got {retries!r}.")
+    return tuple(check_file(f) for f in files)
+
+
+def parse_options(
+    proxy: Any,
+    kwargs: dict[str, Any],
+    *,
+    class_url: str | None = None,
+    conversation_space: Any = None,
+) -> RequestOptions:
+    """Turn `create_async_generator`'s keyword arguments into checked options.
+
+    `class_url` is a subclass's own `url` (None for the class itself), `conversation_space` the
+    Space of a conversation being continued; see `resolve_space` for the order.
+    """
+    kw = dict(kwargs)
+    space, chosen_by = resolve_space(kw, conversation_space, class_url)
+    url = space_url(space, chosen_by)
+    token = _token(kw.pop("hf_token", None), url)
+    verify = kw.pop("verify", True)
+    if not isinstance(verify, bool):
+        raise InvalidRequestError("verify must be True or False (TLS certificate checks).")
     opts = RequestOptions(
-        target=SpaceTarget(url=url, token=token, proxy=proxy, verify=verify, space_id=space_id_of(space)),
-        files=checked,
+        target=SpaceTarget(
+            url=url, token=token, proxy=_proxy(proxy), verify=verify, space_id=space_id_of(space)
+        ),
+        files=_files(kw.pop("files", None)),
         timeout=_seconds("timeout", kw.pop("timeout", None)),
         first_token_timeout=_seconds(
             "first_token_timeout", kw.pop("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT)
         ),
         idle_timeout=_seconds("idle_timeout", kw.pop("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
-        max_retries=retries,
-        retry_backoff=_seconds("retry_backoff", kw.pop("retry_backoff", 0.5)) or 0.5,
+        connect_timeout=_required_seconds(
+            "connect_timeout", kw.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        ),
+        max_retries=_retries(kw.pop("max_retries", 2)),
+        retry_backoff=_required_seconds("retry_backoff", kw.pop("retry_backoff", 0.5), MAX_RETRY_BACKOFF),
         ignored=tuple(sorted(k for k in kw if k in IGNORED_KWARGS)),
     )
     unknown = sorted(k for k in kw if k not in IGNORED_KWARGS)
     if unknown:
         raise InvalidRequestError(
-            f"Unknown option(s) {', '.join(unknown)}. Known: space, hf_token, files, timeout, "
-            "first_token_timeout, idle_timeout, max_retries, retry_backoff, verify, proxy."
+            f"Unknown option(s) {', '.join(unknown)}. Known: {', '.join(KNOWN_OPTIONS)}."
         )
     if opts.ignored:
         log.debug("the Space has no setting for %s; ignored", ", ".join(opts.ignored))

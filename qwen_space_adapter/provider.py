@@ -16,7 +16,7 @@ from .conversation import JsonConversation, check_conversation, generate_session
 from .errors import ModelNotSupportedError
 from .events import StreamEvent
 from .messages import build_prompt, validate_messages
-from .options import parse_options
+from .options import own_url, parse_options
 from .target import DEFAULT_SPACE_URL
 
 StreamItem = str | StreamEvent | JsonConversation
@@ -91,12 +91,20 @@ class Qwen_Qwen_2_5M:
 
         Everything about the call is checked here, before the generator starts, so bad input
         raises at this line and nothing is sent. Options: `space`, `hf_token`, `files`,
-        `timeout`, `first_token_timeout`, `idle_timeout`, `max_retries`, `verify`.
+        `timeout`, `first_token_timeout`, `idle_timeout`, `connect_timeout`, `max_retries`,
+        `retry_backoff`, `verify` (see `options.parse_options`). The Space is, in order: `space=`,
+        the conversation's own Space, a subclass's `url`, `$QWEN_SPACE`, the default.
         """
         resolved = cls.get_model(model)
         msgs = validate_messages(messages)
-        opts = parse_options(proxy, kwargs, default_url=cls.url)
-        conv = check_conversation(conversation, opts.target.url)
+        conv = check_conversation(conversation)
+        opts = parse_options(
+            proxy,
+            kwargs,
+            class_url=own_url(cls, Qwen_Qwen_2_5M),
+            conversation_space=getattr(conv, "space", None),
+        )
+        conv = check_conversation(conv, opts.target.url)
         seen = 0
         if conv is None:
             conv = JsonConversation(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,23 +23,89 @@ DEFAULT_SPACE_URL = "https://qwen-qwen2-5-1m-demo.hf.space"
 SPACE_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def space_url(space: str) -> str:
+def space_url(space: Any, name: str = "space") -> str:
     """The direct URL of a Space given as a URL or as an `owner/name` id.
 
     Hugging Face serves a Space at `https://{owner}-{name}.hf.space`, lowercased, with `.` and `_`
-    turned into `-`; computing it avoids a request to the Hub API on every new client.
+    turned into `-`; computing it avoids a request to the Hub API on every new client. `name` is
+    the argument named in errors (`space`, `conversation.space`, `$QWEN_SPACE`).
     """
     if not isinstance(space, str) or not space.strip():
-        raise InvalidRequestError("space must be a Space id like 'Qwen/Qwen2.5-1M-Demo' or a URL.")
+        raise InvalidRequestError(
+            f"{name} must be a Space id like 'Qwen/Qwen2.5-1M-Demo' or a URL, got {space!r}; "
+            "leave it out (or pass None) for the default Space."
+        )
     space = space.strip()
-    if space.startswith(("http://", "https://")):
-        return space.rstrip("/")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", space):
+        return _checked_url(space, name)
     if SPACE_ID_RE.match(space):
         sub = re.sub(r"[._]", "-", space.replace("/", "-")).lower()
         return f"https://{sub}.hf.space"
+    hint = ""
+    if _looks_like_host(space.split("/", 1)[0]):
+        host = urllib.parse.urlsplit("//" + space).hostname or ""
+        scheme = "http" if is_loopback(host) else "https"
+        hint = f" A URL needs its scheme: {name}='{scheme}://{space.rstrip('/')}'."
     raise InvalidRequestError(
-        f"space={space!r} is neither a Space id ('owner/name') nor an http(s) URL."
+        f"{name}={space!r} is neither a Space id ('owner/name') nor an http(s) URL.{hint}"
     )
+
+
+def _looks_like_host(text: str) -> bool:
+    """`127.0.0.1:8765`, `localhost`, `example.org:80`: a host, not a Space owner.
+
+    Space owners may contain dots, so only a port, `localhost` or an IP address tells.
+    """
+    host, _, port = text.partition(":")
+    if port:
+        return port.isdigit()
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _checked_url(url: str, name: str) -> str:
+    """An http(s) URL with a host and a valid port, without the trailing slash."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidRequestError(f"{name}={url!r} is not an http(s) URL.")
+    if any(c.isspace() for c in url):
+        raise InvalidRequestError(f"{name}={url!r} has whitespace in it; URLs cannot.")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise InvalidRequestError(f"{name}={url!r} has an invalid port.") from None
+    if not parts.hostname:
+        raise InvalidRequestError(
+            f"{name}={url!r}: the URL has no host; pass a URL such as 'http://127.0.0.1:7860'."
+        )
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine: `localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_hugging_face(url: str) -> bool:
+    """Whether `url` is a Hugging Face host (`huggingface.co`, `*.hf.space`) reached over https.
+
+    Only there is a token taken implicitly from the environment sent.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    hf_host = host in ("huggingface.co", "hf.space") or host.endswith((".huggingface.co", ".hf.space"))
+    return parts.scheme.lower() == "https" and hf_host
 
 
 @functools.cache
@@ -73,7 +141,9 @@ class SpaceTarget:
         if self.proxy:
             httpx_kwargs["proxy"] = self.proxy
         return {
-            "token": self.token,
+            # False, not None: given None, huggingface_hub sends the token of the environment
+            # ($HF_TOKEN or the saved login) to whatever host this is. `parse_options` decides.
+            "token": self.token or False,
             "httpx_kwargs": httpx_kwargs,
             "verbose": False,
             "download_files": False,

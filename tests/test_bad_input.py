@@ -31,14 +31,13 @@ def files(tmp_path):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 au lait, d\xe9j\xe0 vu".encode("latin-1") * 10)
-    unreadable = tmp_path / "secret.txt"
-    unreadable.write_text("x")
-    unreadable.chmod(0)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
     huge = tmp_path / "huge.txt"
     with open(huge, "wb") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)
-    return {"text": text, "binary": binary, "latin": latin, "unreadable": unreadable,
-            "huge": huge, "dir": tmp_path, "missing": tmp_path / "nope.txt"}
+    return {"text": text, "binary": binary, "latin": latin, "empty": empty, "huge": huge,
+            "dir": tmp_path, "missing": tmp_path / "nope.txt"}
 
 
 def bad_calls(f):
@@ -66,17 +65,45 @@ def bad_calls(f):
         ("directory attachment", {"files": [f["dir"]]}, InvalidRequestError, "directory"),
         ("binary attachment", {"files": [f["binary"]]}, InvalidRequestError, "binary"),
         ("non-UTF-8 attachment", {"files": [f["latin"]]}, InvalidRequestError, "UTF-8"),
-        ("unreadable attachment", {"files": [f["unreadable"]]}, InvalidRequestError, "cannot be read"),
+        ("empty attachment", {"files": [f["empty"]]}, InvalidRequestError, "empty"),
         ("attachment over the limit", {"files": [f["huge"]]}, InvalidRequestError, "limit"),
         ("attachment not a path", {"files": [42]}, InvalidRequestError, "file paths"),
         ("files not a list", {"files": 42}, InvalidRequestError, "list of file paths"),
         ("negative timeout", {"timeout": -1}, InvalidRequestError, "timeout"),
         ("zero idle timeout", {"idle_timeout": 0}, InvalidRequestError, "idle_timeout"),
-        ("infinite first-token timeout", {"first_token_timeout": float("inf")}, InvalidRequestError, "finite"),
+        ("infinite first-token timeout", {"first_token_timeout": float("inf")}, InvalidRequestError,
+         "at most 86400"),
+        ("NaN timeout", {"timeout": float("nan")}, InvalidRequestError, "positive"),
+        ("astronomic idle timeout", {"idle_timeout": 10**400}, InvalidRequestError, "at most 86400"),
+        ("timeout over a day", {"timeout": 86401}, InvalidRequestError, "timeout must be at most"),
         ("timeout as text", {"timeout": "10"}, InvalidRequestError, "number of seconds"),
+        ("zero connect timeout", {"connect_timeout": 0}, InvalidRequestError, "connect_timeout"),
+        ("no connect timeout", {"connect_timeout": None}, InvalidRequestError, "connect_timeout"),
         ("negative retries", {"max_retries": -1}, InvalidRequestError, "max_retries"),
+        ("too many retries", {"max_retries": 11}, InvalidRequestError, "from 0 to 10"),
+        ("huge retry backoff", {"retry_backoff": 3600}, InvalidRequestError, "retry_backoff must be at most 60"),
         ("bad space", {"space": "not a space"}, InvalidRequestError, "Space id"),
+        ("empty space", {"space": ""}, InvalidRequestError, "space must be"),
+        ("space 0", {"space": 0}, InvalidRequestError, "space must be"),
+        ("space False", {"space": False}, InvalidRequestError, "space must be"),
+        ("space URL without a host", {"space": "http://"}, InvalidRequestError, "the URL has no host"),
+        ("space without a scheme", {"space": "127.0.0.1:8765"}, InvalidRequestError,
+         "space='http://127.0.0.1:8765'"),
+        ("space with another scheme", {"space": "ftp://example.org"}, InvalidRequestError, "http(s) URL"),
         ("bad proxy", {"proxy": "localhost"}, InvalidRequestError, "proxy"),
+        ("proxy without a host", {"proxy": "a://"}, InvalidRequestError, "proxy has the scheme a"),
+        ("proxy of another scheme", {"proxy": "ftp://proxy:21"}, InvalidRequestError, "proxy has the scheme"),
+        ("http proxy without a host", {"proxy": "http://"}, InvalidRequestError, "proxy has no host"),
+        ("lone surrogate", {"messages": [{"role": "user", "content": "ab\ud800cd"}]}, InvalidRequestError,
+         "messages[0].content has a lone surrogate (U+D800) at character 2"),
+        ("lone surrogate in a part", {"messages": [{"role": "user", "content": ["ok", {"text": "x\udfff"}]}]},
+         InvalidRequestError, "messages[0].content[1].text has a lone surrogate"),
+        ("token with a newline inside", {"hf_token": "hf_abc\ndef"}, InvalidRequestError, "whitespace inside"),
+        ("token not ASCII", {"hf_token": "hf_abc\u00e9"}, InvalidRequestError, "cannot be sent in an HTTP header"),
+        ("token with a control character", {"hf_token": "hf_abc\x07"}, InvalidRequestError,
+         "cannot be sent in an HTTP header"),
+        ("token in clear text to another host", {"hf_token": "hf_abc", "space": "http://example.org"},
+         InvalidRequestError, "clear text over http to example.org"),
         ("verify not a bool", {"verify": "no"}, InvalidRequestError, "verify"),
         ("misspelled option", {"timout": 5}, InvalidRequestError, "timout"),
         ("conversation of the wrong type", {"conversation": 42}, InvalidRequestError, "JsonConversation"),
@@ -100,15 +127,47 @@ def test_every_bad_call_is_refused_before_any_request(files, mocker):
     refused = []
     for name, kwargs, error, words in cases:
         call = {"model": "qwen-2.5-1m", "messages": OK, "space": URL, **kwargs}
-        if os.geteuid() == 0 and name == "unreadable attachment":
-            continue  # root reads any file
         with pytest.raises(error) as info:
             Qwen_Qwen_2_5M.create_async_generator(**call)
         assert isinstance(info.value, QwenSpaceError) and isinstance(info.value, ValueError), name
         assert words in str(info.value), (name, str(info.value))
         refused.append(name)
     assert connect.call_count == 0
-    assert len(refused) >= 25
+    assert len(refused) == len(cases)
+
+
+@pytest.fixture
+def unreadable(tmp_path):
+    """A regular file whose read fails, for any user: root reads a mode-000 file anyway."""
+    if os.geteuid() != 0:
+        path = tmp_path / "secret.txt"
+        path.write_text("x")
+        path.chmod(0)
+        return path
+    mem = "/proc/self/mem"  # a regular file; reading offset 0 (unmapped) fails with EIO
+    try:
+        with open(mem, "rb") as fh:
+            fh.read(1)
+    except OSError:
+        return mem
+    pytest.skip("running as root, and no file on this system refuses reading (/proc/self/mem reads)")
+
+
+def test_unreadable_attachment_is_refused(unreadable, mocker):
+    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    with pytest.raises(InvalidRequestError, match="cannot be read"):
+        Qwen_Qwen_2_5M.create_async_generator("qwen-2.5-1m", OK, space=URL, files=[unreadable])
+    assert connect.call_count == 0
+
+
+def test_socks_proxy_needs_socksio():
+    import importlib.util
+
+    if importlib.util.find_spec("socksio") is not None:
+        assert parse_options("socks5://127.0.0.1:1080", {"space": URL}).target.proxy == "socks5://127.0.0.1:1080"
+    else:
+        with pytest.raises(InvalidRequestError, match=r"httpx\[socks\]"):
+            parse_options("socks5://127.0.0.1:1080", {"space": URL})
 
 
 def test_model_aliases_and_default():
@@ -132,15 +191,14 @@ SECRET = "hf_SuperSecretToken1234567890"
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_token_never_appears_in_errors_logs_or_reprs(caplog, capsys, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", SECRET)
+async def test_token_never_appears_in_errors_logs_or_reprs(caplog, capsys):
     caplog.set_level(logging.DEBUG)
-    opts = parse_options(None, {"space": URL})
+    opts = parse_options(None, {"space": URL, "hf_token": SECRET})
     assert opts.target.token == SECRET
     assert SECRET not in repr(opts) and SECRET not in str(opts.target)
     with pytest.raises(SpaceUnavailableError) as info:
         async for _ in Qwen_Qwen_2_5M.create_async_generator(
-            "qwen-2.5-1m", OK, space=URL, max_retries=1, retry_backoff=0.01
+            "qwen-2.5-1m", OK, space=URL, hf_token=SECRET, max_retries=1, retry_backoff=0.01
         ):
             pass
     out = capsys.readouterr()
