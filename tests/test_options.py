@@ -130,5 +130,5 @@ def test_a_conversation_matches_its_space_by_url_or_id():
     assert check_conversation(by_id, "https://qwen-qwen2-5-1m-demo.hf.space") is not None
     with pytest.raises(InvalidRequestError, match="belongs to the Space at"):
         check_conversation(conv, "http://127.0.0.1:7860")
-    with pytest.raises(InvalidRequestError, match="conversation.space must be the URL"):
+    with pytest.raises(InvalidRequestError, match=r"conversation\.space must be the URL"):
         check_conversation({"session_hash": "abcdef123456", "space": 5}, URL)

@@ -64,7 +64,7 @@ def test_own_url_is_the_subclass_setting_only():
 
 def test_a_bad_conversation_space_is_named(no_env_space):
     conv = {"session_hash": "abcdef123456", "space": "not a space"}
-    with pytest.raises(InvalidRequestError, match="conversation.space="):
+    with pytest.raises(InvalidRequestError, match=r"conversation\.space="):
         Qwen_Qwen_2_5M.create_async_generator("qwen-2.5-1m", SAY, conversation=conv)
 
 
