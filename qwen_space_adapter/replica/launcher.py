@@ -1,20 +1,32 @@
 """Start and stop a replica Space as a child process, and leave nothing behind.
 
-The replica runs in its own process group so that stopping it also stops anything it spawned,
-and an `atexit` hook stops replicas a caller forgot. Readiness is the URL line the app prints
-once its server accepts requests, read with a deadline, so a broken start fails fast with the
-app's own log instead of hanging.
+The replica runs in its own process group so that stopping it also stops anything it spawned.
+It is stopped at interpreter exit (`atexit`), when this process gets SIGTERM (the previous
+handler is chained), and, on any death of this process, SIGKILL included, by the replica
+itself: it watches a pipe whose write end only this process holds (and, on Linux, asks the
+kernel for SIGTERM when its parent dies). Options are checked before anything starts, so a bad
+one is one line, not the app's usage text or a Gradio traceback.
+
+Readiness is the line the app prints once its server accepts requests (`serving.READY`), read
+with a deadline; Gradio's own stdout chatter is not mistaken for it. That chatter caused the rare
+"The replica did not start. Its log: Closing server running on port: N": Gradio 4 prints a
+"Thanks for being a Gradio user" invitation on stdout at its 25th, 50th, 150th... launch
+(`gradio.utils.launch_counter`, whatever `quiet` says), which the launcher took for its URL line.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -24,15 +36,24 @@ from typing import Any
 import httpx
 
 from ..errors import ReplicaError
+from . import replay
 from .env import ensure_env
+from .flavors import Flavor, flavor
+from .model import FAULTS
+from .serving import PARENT_FD_ENV, READY
 
-APP = Path(__file__).with_name("app.py")
 _LIVE: weakref.WeakSet[Replica] = weakref.WeakSet()
+ATTEMPTS = 3
 
 
 @dataclass
 class ReplicaSettings:
-    """Launch-time behaviour of a replica; every field maps to an `app.py` flag."""
+    """Launch-time behaviour of a replica; every field maps to an app flag.
+
+    `ui`: "hand" (default, the hand-made app), "qwen-agent" (Qwen-Agent 0.0.11's real UI) or
+    "qwen-agent==X" (0.0.11 to 0.0.34). `agents` and `mention` choose the real UI's layout.
+    `python`: the interpreter to build the flavor's environment with (default: found).
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -45,8 +66,41 @@ class ReplicaSettings:
     concurrency_limit: int = 0
     replay: str | None = None
     replay_speed: float = 1.0
+    ui: str = "hand"
+    agents: int = 1
+    mention: bool = False
+    python: str | None = None
     app: str | None = None  # another app script to serve instead (tests use a changed-API variant)
     extra_args: list[str] = field(default_factory=list)
+
+    def flavor(self) -> Flavor:
+        return flavor(self.ui)
+
+    def validate(self) -> Flavor:
+        """Check every option before launching; raise `ReplicaError` with one line saying what is wrong."""
+        chosen = self.flavor()
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ReplicaError(f"Unknown replica fault {self.fault!r}: use one of {', '.join(FAULTS)}.")
+        for name in ("token_delay", "prefill_base", "prefill_per_mb", "max_queue_size", "concurrency_limit"):
+            if getattr(self, name) < 0:
+                raise ReplicaError(f"Replica setting {name} must not be negative, got {getattr(self, name)!r}.")
+        if not self.replay_speed > 0:
+            raise ReplicaError(f"Replay speed must be positive, got {self.replay_speed!r}.")
+        if self.agents < 1:
+            raise ReplicaError(f"A replica needs at least one agent, got agents={self.agents}.")
+        if (self.agents > 1 or self.mention) and not chosen.real_ui and self.app is None:
+            raise ReplicaError("agents and mention choose the layout of the real UI: add ui='qwen-agent' "
+                               "(--ui qwen-agent).")
+        if self.mention and self.agents < 2:
+            raise ReplicaError("mention needs at least two agents to choose from: add agents=2 (--agents 2).")
+        if self.replay:
+            try:
+                replay.load(self.replay).schedule(0, self.replay_speed)
+            except replay.TranscriptError as e:
+                raise ReplicaError(f"Bad replay transcript: {e}") from None
+        if self.port:
+            check_port(self.host, self.port)
+        return chosen
 
     def argv(self) -> list[str]:
         args = [
@@ -64,7 +118,28 @@ class ReplicaSettings:
             args += ["--fault-arg", str(self.fault_arg)]
         if self.replay:
             args += ["--replay", self.replay, "--replay-speed", str(self.replay_speed)]
+        if self.flavor().real_ui and self.app is None:
+            args += ["--agents", str(self.agents)] + (["--mention"] if self.mention else [])
         return args + list(self.extra_args)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be bound now, instead of Gradio's advice about GRADIO_SERVER_PORT."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ReplicaError(
+                f"Port {port} on {host} is not free ({e.strerror}): pick another, or 0 for any."
+            ) from None
+
+
+class _NotStarted(Exception):
+    """One start attempt failed; `retry` says whether another attempt can help."""
+
+    def __init__(self, cause: str, retry: bool) -> None:
+        super().__init__(cause)
+        self.retry = retry
 
 
 class Replica:
@@ -78,72 +153,144 @@ class Replica:
             setattr(self.settings, key, value)
         self.url: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="qwen-replica-", suffix=".log", delete=False)
+        self._log: Any = None
+        self._watch: int | None = None  # write end of the parent-watchdog pipe
 
     def __repr__(self) -> str:
-        return f"<Replica url={self.url!r} pid={self.pid}>"
+        return f"<Replica ui={self.settings.ui!r} url={self.url!r} pid={self.pid}>"
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
     def start(self, timeout: float = 180.0) -> str:
-        """Start the app and return its URL once it accepts requests."""
-        python = ensure_env()
+        """Start the app and return its URL once it accepts requests.
+
+        Options are validated first and the environment is built if needed (once). A start that
+        fails for a cause a retry can help (the process died without a reason) is retried; the
+        error names the cause of the last attempt and the log is removed.
+        """
+        chosen = self.settings.validate()
+        python = ensure_env(chosen, python=self.settings.python)
+        causes: list[str] = []
+        for _attempt in range(ATTEMPTS):
+            try:
+                self.url = self._start_once(python, chosen, timeout)
+                return self.url
+            except _NotStarted as e:
+                causes.append(str(e))
+                if not e.retry:
+                    break
+        self.close()
+        earlier = f" (earlier attempts: {'; '.join(causes[:-1])})" if len(causes) > 1 else ""
+        raise ReplicaError(f"The {chosen.ui} replica did not start: {causes[-1]}{earlier}")
+
+    def _start_once(self, python: Path, chosen: Flavor, timeout: float) -> str:
+        if self._log is None:
+            self._log = tempfile.NamedTemporaryFile(prefix="qwen-replica-", suffix=".log", delete=False)
+        self._log.seek(0)
+        self._log.truncate(0)
         env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
         env.pop("GRADIO_SERVER_PORT", None)
         # Jupyter and Colab set an inline matplotlib backend that does not exist in the replica's
         # environment; gradio 4.44 imports matplotlib on every request and would fail each one.
         env.pop("MPLBACKEND", None)
-        self.process = subprocess.Popen(
-            [str(python), self.settings.app or str(APP), *self.settings.argv()],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+        read_end, self._watch = os.pipe()
+        os.set_inheritable(read_end, True)
+        env[PARENT_FD_ENV] = str(read_end)
+        try:
+            self.process = subprocess.Popen(
+                [str(python), self.settings.app or str(chosen.app), *self.settings.argv()],
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                pass_fds=(read_end,),
+                preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
+            )
+        finally:
+            os.close(read_end)
         _LIVE.add(self)
+        _chain_sigterm()
         assert self.process.stdout is not None
-        line = self._read_line(self.process.stdout, timeout)
-        if not line.startswith("http"):
-            self.stop()
-            raise ReplicaError(f"The replica did not start. Its log:\n{self.log_tail()}")
-        self.url = line.strip()
-        return self.url
+        began = time.monotonic()
+        url, chatter = self._read_ready(self.process.stdout, timeout)
+        if chatter:
+            self._log.write(("stdout: " + "\nstdout: ".join(chatter) + "\n").encode())
+            self._log.flush()
+        if url:
+            return url
+        waited = time.monotonic() - began
+        code = self.process.poll()
+        self.stop()
+        reason = self._reason()
+        if code is None:
+            raise _NotStarted(f"no readiness line within {waited:.0f} s. Its log:\n{self.log_tail()}", retry=False)
+        if reason:
+            raise _NotStarted(reason, retry=False)
+        raise _NotStarted(f"it exited with code {code}. Its log:\n{self.log_tail()}", retry=True)
 
-    def _read_line(self, stream: Any, timeout: float) -> str:
+    def _read_ready(self, stream: Any, timeout: float) -> tuple[str | None, list[str]]:
+        """The URL from the readiness line (a bare URL line from another app), and other lines."""
         deadline = time.monotonic() + timeout
+        chatter: list[str] = []
+        buf = b""
         with selectors.DefaultSelector() as sel:
             sel.register(stream, selectors.EVENT_READ)
-            buf = b""
-            while b"\n" not in buf:
+            while True:
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode(errors="replace").strip()
+                    if line.startswith(READY):
+                        return line.removeprefix(READY).strip(), chatter
+                    if line.startswith("http"):
+                        return line, chatter
+                    if line:
+                        chatter.append(line)
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
-                    return ""
+                    return None, chatter
                 chunk = os.read(stream.fileno(), 4096)
                 if not chunk:
-                    return buf.decode(errors="replace")
+                    return None, chatter
                 buf += chunk
-        return buf.split(b"\n", 1)[0].decode()
+
+    def _reason(self) -> str | None:
+        """The app's own one-line reason for refusing to start, if it gave one."""
+        for line in reversed(self.log_text().splitlines()):
+            if line.startswith("replica error: "):
+                return line.removeprefix("replica error: ")
+        return None
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return ""
+        try:
+            return Path(self._log.name).read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
-        text = Path(self._log.name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the replica and every process of its group; safe to call twice."""
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        stop_process_group(proc, timeout)
+        watch, self._watch = self._watch, None
+        if proc is not None:
+            stop_process_group(proc, timeout)
+        if watch is not None:
+            os.close(watch)
         _LIVE.discard(self)
 
     def close(self) -> None:
         """Stop the replica and remove its log file."""
         self.stop()
-        self._log.close()
-        Path(self._log.name).unlink(missing_ok=True)
+        if self._log is not None:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+            self._log = None
 
     def stats(self) -> dict[str, Any]:
         """What the replica generated so far (requests, tokens, cancelled generations)."""
@@ -168,6 +315,50 @@ class Replica:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> Any:
+    """A `preexec_fn` asking Linux to SIGTERM the child when the thread that forked it ends.
+
+    Only used from the main thread (whose end is the process's end); elsewhere the watchdog
+    pipe alone covers it. None on other systems.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_CHAINED = False
+
+
+def _chain_sigterm() -> None:
+    """Stop every live replica on SIGTERM, then do what the previous handler did."""
+    global _CHAINED
+    if _CHAINED or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        _stop_all()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    _CHAINED = True
 
 
 def _exited(pid: int) -> bool:

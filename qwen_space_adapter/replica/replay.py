@@ -9,9 +9,10 @@ runs inside the replica's own environment (gradio 4.44), imported by `app.py` by
 also imported by the adapter's harness to validate transcripts and compute what a replay sends.
 
 Which turn answers: the k-th user message of a session (k = 0, 1, ...) is answered with the
-transcript's turn k, cycling when the session has more messages than the transcript has turns.
-The request's own text does not choose the turn: a replay reproduces the recording, whatever
-is asked, which is what makes it exact.
+transcript's turn k. A session with more messages than the transcript has turns gets an error
+naming the transcript and the turn (`ReplayExhausted`): wrapping around to turn 1 would answer
+with text recorded for another question, silently. The request's own text does not choose the
+turn: a replay reproduces the recording, whatever is asked, which is what makes it exact.
 
 Timing: the first recorded update of a turn is sent at once; each later one after the recorded
 gap to its predecessor divided by `speed` (2.0 replays twice as fast). The format is described
@@ -36,6 +37,10 @@ VERSION = 1
 
 class TranscriptError(ValueError):
     """The file is not a transcript this replayer understands; the message says where."""
+
+
+class ReplayExhausted(LookupError):
+    """The session asked more questions than the transcript recorded answers."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,19 @@ def error_message(recorded: Any) -> str:
 class Replayer:
     """The steps of each recorded turn, ready to be streamed by the replica's `predict`."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], source: str = "transcript") -> None:
         self.data = validate(data)
         self.turns: list[dict[str, Any]] = data["turns"]
+        self.source = source
 
     def turn(self, index: int) -> dict[str, Any]:
-        """The recorded turn that answers a session's `index`-th message (cycling)."""
-        return self.turns[index % len(self.turns)]
+        """The recorded turn that answers a session's `index`-th message."""
+        if not 0 <= index < len(self.turns):
+            raise ReplayExhausted(
+                f"Replay: {self.source} records {len(self.turns)} turn(s); this conversation "
+                f"asked for turn {index + 1}. Record a longer transcript or start a new conversation."
+            )
+        return self.turns[index]
 
     def schedule(self, index: int, speed: float = 1.0) -> list[Step]:
         """What to send for a session's `index`-th message: recorded updates with scaled gaps.
@@ -157,12 +168,13 @@ def load(path: str) -> Replayer:
     except (OSError, ValueError) as e:
         raise TranscriptError(f"cannot read transcript {path}: {e}") from None
     validate(data, where=str(path))
-    return Replayer(data)
+    return Replayer(data, source=str(path))
 
 
 __all__ = [
     "FORMAT",
     "VERSION",
+    "ReplayExhausted",
     "Replayer",
     "Step",
     "TranscriptError",

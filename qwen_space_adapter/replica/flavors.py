@@ -1,0 +1,129 @@
+"""Which Space UI a replica runs, and every pin its environment needs: the one place for them.
+
+Flavors:
+- `hand` (default): the hand-made app (`app.py`), shaped like the live Space; fast to build.
+- `qwen-agent` = `qwen-agent==0.0.11`: the Qwen team's own UI (`qwen_agent.gui.web_ui.WebUI`) on
+  Gradio 4.44.0 + modelscope_studio 0.5.0, the stack of the Space's time.
+- `qwen-agent==X` for any release from 0.0.11 to 0.0.34 (0.0.34: Gradio 5.23.1 +
+  modelscope_studio 1.1.7 through `components.legacy`).
+
+A Qwen-Agent release is installed without its dependencies, then with exactly what the
+`qwen_agent.gui.web_ui` import chain needs (found by importing; checked after every build) plus
+the release's own `gui` extra pins, read from its wheel. Its heavy extras (RAG, code
+interpreter...) are never installed. The pins below are what makes each Gradio generation
+import and serve under today's packages, per Python version (`audioop-lts` on 3.13, where the
+standard library lost `audioop` that pydub, imported by Gradio, needs).
+
+Pure Python, imported by the launcher only (the apps never need it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ReplicaError
+
+HERE = Path(__file__).resolve().parent
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+"""Python versions every flavor is built and tested on."""
+
+AUDIOOP = 'audioop-lts; python_version >= "3.13"'
+FIRST, LAST = (0, 0, 11), (0, 0, 34)
+DEFAULT_RELEASE = "0.0.11"
+
+# What `from qwen_agent.gui.web_ui import WebUI` imports beyond Gradio, per Gradio generation
+# of the release's GUI (measured by importing in an empty environment).
+IMPORT_CHAIN = {
+    4: ("openai", "tiktoken", "json5", "dashscope"),
+    5: ("openai", "tiktoken", "json5", "dashscope", "soundfile", "python-dotenv"),
+}
+# What the release's `gui` pins need so that they import and serve under today's packages.
+COMPAT = {
+    4: ("huggingface_hub<0.26", "fastapi<0.113", "starlette<0.39", AUDIOOP),
+    5: (AUDIOOP,),
+}
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One replica UI: its app script, what its environment installs, what it supports."""
+
+    ui: str  # canonical name: "hand" or "qwen-agent==X"
+    app: Path
+    release: str | None = None  # the Qwen-Agent release, for real-UI flavors
+    pythons: tuple[str, ...] = PYTHONS
+
+    @property
+    def real_ui(self) -> bool:
+        return self.release is not None
+
+    @property
+    def slug(self) -> str:
+        return "hand" if self.release is None else f"qwen-agent-{self.release}"
+
+    def pins(self) -> str:
+        """Everything this module decides about the environment, as text (hashed into its key)."""
+        if self.release is None:
+            return (HERE / "requirements.txt").read_text()
+        return json.dumps({"qwen-agent": self.release, "chain": IMPORT_CHAIN, "compat": COMPAT},
+                          sort_keys=True)
+
+    def key(self, python_tag: str) -> str:
+        """The cache folder name: a change of pins or interpreter builds a fresh environment."""
+        digest = hashlib.sha256(self.pins().encode()).hexdigest()[:10]
+        return f"replica-{self.slug}-{python_tag}-{digest}"
+
+
+HAND = Flavor(ui="hand", app=HERE / "app.py")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+def flavor(ui: str | None) -> Flavor:
+    """The flavor named by `--ui`; raises `ReplicaError` saying what is accepted."""
+    name = (ui or "hand").strip()
+    if name == "hand":
+        return HAND
+    m = re.fullmatch(r"qwen-agent(?:==(\d+\.\d+\.\d+))?", name.replace("_", "-"))
+    if not m:
+        raise ReplicaError(
+            f"Unknown replica UI {ui!r}: use 'hand' (default), 'qwen-agent' (release "
+            f"{DEFAULT_RELEASE}) or 'qwen-agent==X' with X from 0.0.11 to 0.0.34."
+        )
+    release = m.group(1) or DEFAULT_RELEASE
+    if not FIRST <= _version(release) <= LAST:
+        raise ReplicaError(
+            f"qwen-agent=={release} is not a supported replica UI: releases from 0.0.11 "
+            "(Gradio 4) to 0.0.34 (Gradio 5) are."
+        )
+    return Flavor(ui=f"qwen-agent=={release}", app=HERE / "qwen_app.py", release=release)
+
+
+def gui_requirements(metadata: str) -> list[str]:
+    """The `gui` extra's requirements from a wheel's METADATA, markers dropped."""
+    found = []
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        spec, _, marker = line.removeprefix("Requires-Dist:").partition(";")
+        if re.search(r"""extra\s*==\s*['"]gui['"]""", marker):
+            found.append(spec.strip().replace(" (", "").replace("(", "").replace(")", ""))
+    return found
+
+
+def gradio_generation(requirements: list[str]) -> int:
+    """4 or 5: which Gradio a release's GUI pins (it decides the import chain and the pins)."""
+    for req in requirements:
+        m = re.fullmatch(r"gradio\s*==\s*(\d+)\..*", req)
+        if m and int(m.group(1)) in IMPORT_CHAIN:
+            return int(m.group(1))
+    raise ReplicaError(
+        f"This Qwen-Agent release pins no Gradio 4 or 5 for its GUI ({requirements}); "
+        "use a release from 0.0.11 to 0.0.34."
+    )

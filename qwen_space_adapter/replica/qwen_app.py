@@ -1,0 +1,118 @@
+"""The replica on the Qwen team's real UI: Qwen-Agent's `WebUI`, from PyPI, unmodified.
+
+The Space most likely runs `qwen_agent.gui.web_ui.WebUI` (shared/SPACE.md). This app imports it
+from the installed release (0.0.11 on Gradio 4 ... 0.0.34 on Gradio 5) and calls
+`WebUI(agents, chatbot_config=...).run(...)` as a Space would. Only the agents behind it are the
+replica's: `ReplicaAgent._run` answers with the same deterministic model as the hand-made app
+(`model.py`), from the server-side history the UI hands it.
+
+Qwen-Agent streams by yielding the whole response list so far, each time; the UI turns every
+message of it into a chat bubble. With `[[tool]]` in the prompt the agent answers in two parts (a
+function call with its result, then the answer), which the UI shows as two bot bubbles, the first
+with a "Start calling tool" `<details>` block.
+
+Runs inside the flavor's own environment; imports its siblings by path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import serving  # first: its parent watchdog covers the slow imports below
+
+serving.watch_parent()
+serving.handle_signals()
+
+import gradio as gr  # noqa: E402
+import model  # noqa: E402
+import replay  # noqa: E402
+from qwen_agent import Agent  # noqa: E402
+from qwen_agent.gui.web_ui import WebUI  # noqa: E402
+from qwen_agent.llm.schema import ASSISTANT, FUNCTION, FunctionCall, Message  # noqa: E402
+
+AGENT_NAMES = ["Qwen", "Helper", "Critic", "Planner", "Writer", "Reader", "Coder", "Tester"]
+STATS = serving.STATS
+TOOL = "read_history"
+
+
+class ReplicaAgent(Agent):
+    """A Qwen-Agent agent whose "LLM" is the replica's deterministic model."""
+
+    def __init__(self, name: str, settings: Any) -> None:
+        super().__init__(llm=None, system_message=None, name=name,
+                         description=f"Replica agent {name}: quotes what it was sent.")
+        self.settings = settings
+
+    def _run(self, messages: list[Message], lang: str = "en", **kwargs: Any) -> Iterator[list[Message]]:
+        s = self.settings
+        req = model.request_from_history(messages)
+        p = model.plan(req, token_delay=s.token_delay, prefill_base=s.prefill_base,
+                       prefill_per_mb=s.prefill_per_mb)
+        record = {"user_text": req.user_text, "history_turns": len(req.history),
+                  "files": [name for name, _ in req.files], "agent": self.name}
+        with STATS.generation(record) as outcome:
+            done: list[Message] = []
+            if p.tool:  # a first part: the call of a tool and its result, from a tool runner
+                call = Message(role=ASSISTANT, content="", name="tools",
+                               function_call=FunctionCall(name=TOOL, arguments=json.dumps({"turns": len(req.history)})))
+                yield [call]
+                result = Message(role=FUNCTION, name=TOOL, content=f"{len(req.history)} earlier turn(s)")
+                done = [call, result]
+                yield list(done)
+            if s.replay:
+                yield from self._replay(s, req, done, outcome)
+                return
+            for step in model.steps(p, p.fault or s.fault, p.fault_arg or s.fault_arg):
+                if step.delay:
+                    time.sleep(step.delay)
+                if step.error:
+                    outcome("failed")
+                    raise gr.Error(step.error)
+                if step.die:
+                    os._exit(3)
+                if step.token:
+                    STATS.token(record)
+                yield [*done, Message(role=ASSISTANT, content=step.text, name=self.name)]
+            outcome("completed")
+
+    def _replay(self, s: Any, req: model.Request, done: list[Message], outcome: Any) -> Iterator[list[Message]]:
+        """Answer with a recorded transcript's turn: its bot texts, with the recorded spacing."""
+        player = replay.load(s.replay)
+        try:
+            for step in player.schedule(len(req.history), s.replay_speed):
+                time.sleep(step.delay)
+                if step.error is not None:
+                    outcome("failed")
+                    raise gr.Error(step.error)
+                yield [*done, Message(role=ASSISTANT, content=replay.text_of(step.bot), name=self.name)]
+        except replay.ReplayExhausted as e:
+            outcome("failed")
+            raise gr.Error(str(e)) from None
+        outcome("completed")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = serving.parser(__doc__)
+    ap.add_argument("--agents", type=int, default=1)
+    ap.add_argument("--mention", action="store_true")
+    settings = ap.parse_args(argv)
+    serving.hook_launch(gr, settings)
+    agents = [ReplicaAgent(AGENT_NAMES[i % len(AGENT_NAMES)] + (str(i) if i >= len(AGENT_NAMES) else ""), settings)
+              for i in range(settings.agents)]
+    ui = WebUI(agents if len(agents) > 1 else agents[0],
+               chatbot_config={"input.placeholder": "Ask the replica", "verbose": False})
+    ui.run(server_name=settings.host, server_port=settings.port or None,
+           concurrency_limit=settings.concurrency_limit or None, enable_mention=settings.mention)
+
+
+if __name__ == "__main__":
+    main()
