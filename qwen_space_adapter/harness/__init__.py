@@ -11,6 +11,9 @@ keep running offline. So the harness does three things:
   conversation with gradio_client and save every update the Space sent, with its timing.
 - **replay** (`qwen-space replica --replay FILE [--replay-speed X]`): the replica answers with
   the recorded updates, with the recorded spacing (`qwen_space_adapter.replica.replay`).
+- **load** (`qwen-space load TARGET`, `run_load` / `load_async`): concurrent users or Poisson
+  arrivals through the adapter; queue wait, thinking, TTFT, gaps, e2e percentiles, throughput,
+  errors by class and goodput (`harness.load`, reports in `harness.load_report`).
 
 Transcript format (JSON, UTF-8; version 1)::
 
@@ -54,6 +57,7 @@ JSON report (`--json`): `{"format": "qwen-space-check", "version": 1, "target", 
 from __future__ import annotations
 
 from .checks import CHECK_NAMES, CHECKS, CheckResult, Suite, SuiteResult, run_suite
+from .load import SLO, LoadConfig, LoadResult, Prompt, Shape, load_async, run_load
 from .record import DEFAULT_PROMPTS, record_transcript, save_transcript
 from .report import render_table, to_dict, to_junit, write_json, write_junit
 
@@ -61,11 +65,18 @@ __all__ = [
     "CHECKS",
     "CHECK_NAMES",
     "DEFAULT_PROMPTS",
+    "SLO",
     "CheckResult",
+    "LoadConfig",
+    "LoadResult",
+    "Prompt",
+    "Shape",
     "Suite",
     "SuiteResult",
+    "load_async",
     "record_transcript",
     "render_table",
+    "run_load",
     "run_suite",
     "save_transcript",
     "to_dict",

@@ -1,10 +1,12 @@
-"""`qwen-space check` and `qwen-space record`: the harness's commands, added to the main CLI.
+"""`qwen-space check`, `record` and `load`: the harness's commands, added to the main CLI.
 
 `qwen_space_adapter.cli` calls `add_commands(subparsers)`, so the harness stays optional there
 and owns its own flags. A target is a Space id, a URL, or `replica` (start a local replica for
 the run, stopped afterwards); `check` defaults to $QWEN_SPACE, else the live Space.
-Exit status: 0 every check passed (or the recording completed), 1 a check failed (or a recorded
-turn failed, or the target could not be used), 2 bad arguments.
+Exit status: 0 every check passed (or the recording completed, or the load ran to its end),
+1 a check failed (or a recorded turn failed, or the target could not be used), 2 bad arguments
+(a load refused by the courtesy rules included), 130 a load run stopped by Ctrl-C (its partial
+report is still printed and written).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .record import DEFAULT_PROMPTS, record_transcript, recorded_failure, save_transcript
 
     prompts = args.prompt or list(DEFAULT_PROMPTS)
-    files = [check_file(f) for f in args.file]
+    files = [check_file(f).path for f in args.file]  # checked here: a bad file fails before anything is sent
     with open_target(args.target) as (url, _):  # errors: reported by qwen_space_adapter.cli.main
         transcript = record_transcript(url, prompts, files=files, timeout=args.timeout)
     path = save_transcript(transcript, args.out)
@@ -89,8 +91,127 @@ def cmd_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_prompts(args: argparse.Namespace, directory: str) -> list[Any]:
+    from .load import generated_prompts, load_prompts
+
+    if args.prompts:
+        if args.prompt_chars or args.document_chars:
+            print("qwen-space: note: --prompts given; --prompt-chars / --document-chars ignored", file=sys.stderr)
+        return load_prompts(args.prompts)
+    try:
+        lengths = [int(x) for x in (args.prompt_chars or "200").split(",") if x.strip()]
+    except ValueError:
+        from ..errors import InvalidRequestError
+
+        raise InvalidRequestError(f"--prompt-chars {args.prompt_chars!r}: give lengths like 200,2000.") from None
+    return generated_prompts(lengths, args.document_chars or 0, directory)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from ..cli import EXIT_INTERRUPTED
+    from .load import SLO, LoadConfig, Shape, check_courtesy, load_async, parse_levels
+    from .load_report import ProgressLine, render_table, write_csv, write_json, write_png
+
+    users = args.users if args.users is not None or args.rate is not None else 1
+    shape = Shape(users=users, rate=args.rate, ramp=args.ramp, duration=args.duration,
+                  requests=args.requests, turns=args.turns).check()
+    levels = parse_levels(args.sweep) if args.sweep else None
+    slo = SLO.parse(args.slo)
+    token = os.environ.get("HF_TOKEN") or None
+    with tempfile.TemporaryDirectory(prefix="qwen-load-") as tmp:
+        prompts = _load_prompts(args, tmp)
+        if args.target != "replica":  # courtesy first: nothing is started or sent when refused
+            from ..target import space_url
+
+            check_courtesy(LoadConfig(space_url(args.target), shape, prompts, target=args.target, token=token,
+                                      i_own_this_space=args.i_own_this_space), levels)
+        progress = ProgressLine(sys.stderr)
+        every = args.progress if args.progress else (0.5 if progress.tty else 5.0)
+        try:
+            with open_target(args.target) as (url, _):  # errors: reported by qwen_space_adapter.cli.main
+                config = LoadConfig(url, shape, prompts, target=args.target, slo=slo, timeout=args.timeout,
+                                    retries=args.retries, token=token, i_own_this_space=args.i_own_this_space,
+                                    seed=args.seed)
+                import anyio
+
+                result = anyio.run(lambda: load_async(
+                    config, levels, on_progress=None if args.quiet else progress, progress_every=every,
+                    handle_sigint=True, courtesy=False))
+        except KeyboardInterrupt:  # before the run could catch it (starting the replica)
+            print("qwen-space: interrupted before the load started", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            progress.close()
+    print(render_table(result))
+    if args.json:
+        print(f"JSON report: {write_json(result, args.json)}", file=sys.stderr)
+    if args.csv:
+        print(f"CSV: {write_csv(result, args.csv)}", file=sys.stderr)
+    if args.png:
+        try:
+            print(f"PNG: {write_png(result, args.png)}", file=sys.stderr)
+        except ImportError:
+            print("qwen-space: no PNG: matplotlib is not installed (pip install 'qwen_space_adapter[bench]')",
+                  file=sys.stderr)
+    if result.interrupted:
+        # Out now: the cancelled jobs' gradio_client reader threads are not daemons, and the
+        # interpreter would wait for them (up to the length of the longest answer) before exiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    finished = sum(len(lv.records) for lv in result.levels)
+    ok = sum(len(lv.by_status("ok")) for lv in result.levels)
+    return EXIT_OK if ok or not finished else EXIT_FAILED
+
+
+def _add_load(subparsers: Any) -> None:
+    load = subparsers.add_parser(
+        "load",
+        help="measure what a target holds under concurrent users (queue wait, TTFT, e2e, goodput)",
+        description=(
+            "Load a target with concurrent users (closed loop) or Poisson arrivals (open loop) through "
+            "the adapter and report per-request latency percentiles, throughput, errors by class and "
+            f"goodput. Against a target not on this machine, at most {2} concurrent users unless "
+            "--i-own-this-space."
+        ),
+    )
+    load.add_argument("target", help="Space id, URL or 'replica' (starts a local replica for the run)")
+    shape = load.add_mutually_exclusive_group()
+    shape.add_argument("--users", type=int, default=None, help="concurrent users, closed loop (default 1)")
+    shape.add_argument("--rate", type=float, default=None, help="Poisson arrivals, requests per second")
+    load.add_argument("--ramp", type=float, default=None, help="users added per second (closed loop)")
+    load.add_argument("--duration", type=float, default=None, help="seconds after which no request starts")
+    load.add_argument("--requests", type=int, default=None,
+                      help="requests to send (default: one conversation per user; open loop: 30 s)")
+    load.add_argument("--turns", type=int, default=1, help="turns per conversation (the history grows)")
+    load.add_argument("--prompts", default=None, metavar="FILE",
+                      help='JSONL, one {"prompt": "...", "files": ["doc.txt"]} per line, used in turn')
+    load.add_argument("--prompt-chars", default=None, metavar="N,N",
+                      help="generated prompts of these lengths in characters (default 200)")
+    load.add_argument("--document-chars", type=int, default=0, metavar="N",
+                      help="attach a generated document of N characters to each generated prompt")
+    load.add_argument("--slo", default="ttft=5,e2e=60", help="goodput limits in seconds (default ttft=5,e2e=60)")
+    load.add_argument("--sweep", default=None, metavar="L,L",
+                      help="run each level in turn: users (or rates with --rate), e.g. 1,2,4,8")
+    load.add_argument("--json", metavar="PATH", default=None, help="write the JSON report here")
+    load.add_argument("--csv", metavar="PATH", default=None, help="write one row per request here")
+    load.add_argument("--png", metavar="PATH", default=None, help="draw latency percentiles against the level")
+    load.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per request")
+    load.add_argument("--retries", type=int, default=0, help="the adapter's retries (default 0: every failure shows)")
+    load.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
+    load.add_argument("--progress", type=float, default=None, metavar="S",
+                      help="seconds between progress lines (default 0.5 on a terminal, 5 otherwise)")
+    load.add_argument("--quiet", action="store_true", help="no progress line")
+    load.add_argument("--i-own-this-space", action="store_true",
+                      help="allow more than 2 users (or --rate) against a Space not on this machine")
+    load.set_defaults(func=cmd_load)
+
+
 def add_commands(subparsers: Any) -> None:
-    """Add `check` and `record` to the `qwen-space` parser's subcommands."""
+    """Add `check`, `record` and `load` to the `qwen-space` parser's subcommands."""
     check = subparsers.add_parser(
         "check",
         help="run the conformance checks against a Space, a URL or a local replica",
@@ -118,6 +239,7 @@ def add_commands(subparsers: Any) -> None:
     record.add_argument("--file", action="append", default=[], help="attach to the first turn")
     record.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per turn")
     record.set_defaults(func=cmd_record)
+    _add_load(subparsers)
 
 
-__all__ = ["add_commands", "cmd_check", "cmd_record", "open_target"]
+__all__ = ["add_commands", "cmd_check", "cmd_load", "cmd_record", "open_target"]
