@@ -8,6 +8,7 @@ See the README for conversations, attachments, errors, the CLI and the local rep
 
 from .conversation import JsonConversation, generate_session_hash
 from .errors import (
+    AdapterBugError,
     APIChangedError,
     InvalidRequestError,
     ModelNotSupportedError,
@@ -16,6 +17,7 @@ from .errors import (
     RateLimitedError,
     ReplicaError,
     SpaceAppError,
+    SpaceRestartedError,
     SpaceTimeoutError,
     SpaceUnavailableError,
     StreamInterruptedError,
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIChangedError",
+    "AdapterBugError",
     "InvalidRequestError",
     "JsonConversation",
     "ModelNotSupportedError",
@@ -38,6 +41,7 @@ __all__ = [
     "Reasoning",
     "ReplicaError",
     "SpaceAppError",
+    "SpaceRestartedError",
     "SpaceTimeoutError",
     "SpaceUnavailableError",
     "StreamEvent",

@@ -8,9 +8,15 @@ Why internals at all: the public API cannot meet the targets in `shared/PERFORMA
   pending. `tap()` copies every raw server message of a client to the adapter the moment the
   client's SSE reader receives it, so updates reach the caller without a polling quantum.
 
+- gradio_client's SSE reader thread cannot be stopped: it reads until the Space closes the
+  stream. A reader left behind on a session takes the next turn's messages, so every turn must
+  end its reader. `AdapterClient` hands the reader (and only the reader: it is the one caller of
+  `httpx_kwargs.copy()` once the heartbeat is off) a transport it can shut from another thread.
+
 What is used: `Client._get_config`, `Client._get_api_info`, `Client._telemetry_thread` (overridden),
-and `Client.pending_messages_per_event` (a dict of deques that the client's reader appends to and
-`send_data` registers events in with `setdefault`). `problems()` checks each of them; when one is
+`Client.httpx_kwargs.copy()` in `stream_messages`, and `Client.pending_messages_per_event` (a dict
+of deques that the client's reader appends to and `send_data` registers events in with
+`setdefault`). `problems()` checks each of them; when one is
 missing or changed, `tap_supported()` is false and the adapter uses the public `Job` API instead
 (slower, same results). `tests/test_gc_internals.py` fails loudly when these internals change.
 """
@@ -20,11 +26,14 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import socket
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import gradio_client
+import httpx
 from gradio_client import Client
 from gradio_client.utils import ServerMessage
 
@@ -56,6 +65,8 @@ def problems() -> list[str]:
         found.append("Client.send_data no longer registers events with setdefault")
     if "pending_messages_per_event[event_id].append" not in stream_src:
         found.append("Client.stream_messages no longer appends messages per event")
+    if "self.httpx_kwargs.copy()" not in stream_src:
+        found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
     return found
 
 
@@ -65,16 +76,98 @@ def tap_supported() -> bool:
     return not problems()
 
 
+class ShuttableTransport(httpx.HTTPTransport):
+    """An httpx transport whose open response streams can be cut from any thread.
+
+    `shutdown()` shuts the sockets down (a blocked read then sees the end of the stream, which
+    gradio_client's reader treats as a closed stream and returns quietly) and refuses any
+    request made after it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._shut = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._shut:
+            raise httpx.RemoteProtocolError("the turn is over", request=request)
+        response = super().handle_request(request)
+        stream = response.extensions.get("network_stream")
+        with self._lock:
+            late = self._shut
+            if stream is not None:
+                self._streams.append(stream)
+        if late:
+            self.shutdown()
+        return response
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shut = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            sock = stream.get_extra_info("socket")
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _ReaderKwargs(dict):  # type: ignore[type-arg]
+    """`Client.httpx_kwargs`: as itself for requests, with a shuttable transport for the reader.
+
+    `httpx.post(**kwargs)` reads the mapping directly; only `stream_messages` calls `.copy()`,
+    and gets a transport the turn can shut down when it is over.
+    """
+
+    def __init__(self, base: dict[str, Any], owner: AdapterClient) -> None:
+        super().__init__(base)
+        self._owner = owner
+
+    def copy(self) -> dict[str, Any]:  # type: ignore[override]
+        kwargs = dict(self)
+        proxy = kwargs.pop("proxy", None)
+        transport = ShuttableTransport(verify=self._owner.ssl_verify, proxy=proxy)
+        self._owner.reader_transports.append(transport)
+        kwargs["transport"] = transport
+        kwargs["timeout"] = self._owner.reader_timeout
+        return kwargs
+
+
 class AdapterClient(Client):
-    """A `Client` that can be built from a cached config and API info, without HTTP requests.
+    """A `Client` that can be built from a cached config and API info, without HTTP requests,
+    and whose SSE reader can be ended by `end_reader()`.
 
     With `cached=None` it behaves like `Client` (it fetches), which is how the first client of a
     Space in this process is built; its config and info then seed every later client.
     """
 
-    def __init__(self, src: str, *, cached: tuple[dict, dict] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        src: str,
+        *,
+        cached: tuple[dict, dict] | None = None,
+        reader_timeout: Any = None,
+        **kwargs: Any,
+    ) -> None:
         self._cached = cached
+        self.reader_transports: list[ShuttableTransport] = []
+        self.reader_timeout = reader_timeout
         super().__init__(src, **kwargs)
+        self.httpx_kwargs = _ReaderKwargs(self.httpx_kwargs, self)
+
+    def end_reader(self) -> None:
+        """Cut the connection of every SSE reader this client opened (from any thread)."""
+        for transport in list(self.reader_transports):
+            transport.shutdown()
+
+    @property
+    def reader_open(self) -> bool:
+        """Whether gradio_client still counts a reader as open for this client."""
+        return bool(getattr(self, "stream_open", False))
 
     def _get_config(self) -> dict:
         if self._cached is not None:

@@ -20,7 +20,6 @@ job with its public `status()` / `outputs()` at a short interval: correct, slowe
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import concurrent.futures
 import threading
@@ -34,13 +33,9 @@ import sniffio
 
 from . import _gc_internals as gci
 from .deltas import apply_diff
-from .errors import (
-    QueueFullError,
-    QwenSpaceError,
-    RateLimitedError,
-    SpaceAppError,
-    StreamInterruptedError,
-)
+from .errors import StreamInterruptedError
+from .failures import app_error, translate
+from .page import as_wire
 
 CANCEL_GRACE = 10.0  # seconds to wait, shielded, for a cancelled job's threads to end
 
@@ -105,73 +100,12 @@ class Completed:
 JobEvent = Queued | Output | Completed
 
 
-def _unquote(text: str) -> str:
-    """Gradio 4 sends a `gr.Error` message as its `repr()`, quotes included: take them off."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(value, str):
-            return value
-    return text
-
-
-def app_error(message: str | None, partial_text: str = "") -> QwenSpaceError:
-    """Map an error the Space's app reported to the adapter's error types."""
-    text = _unquote(message or "")
-    low = text.lower()
-    if "quota" in low or "429" in low or "too many requests" in low or "rate limit" in low:
-        return RateLimitedError(
-            f"The Space refused for now: {text} Wait and retry, or run your own duplicate of the "
-            "Space (space=, hf_token=).",
-            partial_text=partial_text,
-        )
-    if not text:
-        return SpaceAppError(
-            "The Space's app raised an error and did not say which (it does not show errors). "
-            "Retry; if it persists, the Space may be broken.",
-            partial_text=partial_text,
-        )
-    return SpaceAppError(
-        f"The Space's app raised an error: {text} Change the request or retry later.",
-        space_message=text,
-        partial_text=partial_text,
-    )
-
-
-def job_error(exc: BaseException, url: str) -> QwenSpaceError:
-    """Map what a gradio_client job raised on its threads."""
-    from gradio_client.exceptions import AppError
-
-    from .session import map_connect_error
-
-    if isinstance(exc, QwenSpaceError):
-        return exc
-    if isinstance(exc, AppError):
-        return app_error(getattr(exc, "message", None) or str(exc))
-    name = type(exc).__name__
-    if name == "QueueError":
-        return QueueFullError(
-            f"The Space's queue at {url} is full. Retry in a moment; the adapter already "
-            "retried with backoff (raise max_retries= to try longer)."
-        )
-    if name == "TooManyRequestsError":
-        return RateLimitedError(f"The Space at {url} is rate limiting requests; wait and retry.")
-    if isinstance(exc, concurrent.futures.CancelledError) or str(exc) == "Server stopped.":
-        return StreamInterruptedError(
-            f"The connection to the Space at {url} ended before the answer was complete "
-            "(the Space restarted or the network dropped). Retry the request."
-        )
-    return map_connect_error(exc, url)
-
-
 class JobFollower:
     """Follows one submitted job and yields `Queued`, `Output` and `Completed` events."""
 
-    def __init__(self, url: str, diffs: bool, output_types: tuple[str, ...]) -> None:
+    def __init__(self, url: str, diffs: bool, skipped: tuple[bool, ...]) -> None:
         self.url = url
-        self.output_types = output_types
+        self.skipped = skipped  # per output: does gradio_client leave it out of a result
         self.diffs = diffs  # sse_v2+ sends diffs after the first generating message
         self.channel = Channel()
         self.event_id: str | None = None
@@ -223,8 +157,8 @@ class JobFollower:
         self.finished = True
         exc = future.exception()
         if exc is not None:
-            raise job_error(exc, self.url)
-        return Completed(as_wire(future.result(), self.output_types))
+            raise translate(exc, self.url)
+        return Completed(as_wire(future.result(), self.skipped))
 
     def _handle(self, msg: dict[str, Any]) -> JobEvent | object | None:
         """Apply one server message; None means the outputs changed."""
@@ -313,17 +247,8 @@ def _wait_future(job: Any, timeout: float) -> None:
         pass
 
 
-def as_wire(result: Any, output_types: tuple[str, ...]) -> list[Any]:
-    """gradio_client's processed result back in wire order (it drops State outputs, and
-    returns a single output bare): the tap path and the public path then yield the same shape."""
-    kept = [t for t in output_types if t != "state"]
-    values = list(result) if isinstance(result, tuple) and len(kept) != 1 else [result]
-    it = iter(values)
-    return [None if t == "state" else next(it, None) for t in output_types]
-
-
 async def follow_job_public(
-    job: Any, output_types: tuple[str, ...], poll: float = 0.02
+    job: Any, skipped: tuple[bool, ...], url: str, poll: float = 0.02
 ) -> AsyncGenerator[JobEvent, None]:
     """Follow a job with gradio_client's public API only: the fallback when the tap cannot work."""
     from gradio_client.utils import Status
@@ -336,12 +261,12 @@ async def follow_job_public(
             yield Queued(status.rank, status.queue_size, status.eta)
         if len(outputs) > seen and not job.done():
             seen = len(outputs)
-            yield Output(as_wire(outputs[-1], output_types))
+            yield Output(as_wire(outputs[-1], skipped))
         if job.done():
             exc = job.exception()
             if exc is not None:
-                raise job_error(exc, "")
-            yield Completed(as_wire(job.result(), output_types))
+                raise translate(exc, url)
+            yield Completed(as_wire(job.result(), skipped))
             return
         await anyio.sleep(poll)
 

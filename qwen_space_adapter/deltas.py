@@ -62,40 +62,61 @@ def _message_text(message: Any) -> str:
         return ""
     if isinstance(message, str):
         return message
-    if isinstance(message, dict) and isinstance(message.get("text", ""), str | None):
-        return message.get("text") or ""
+    if isinstance(message, dict):
+        text = message.get("text", message.get("content", ""))
+        if isinstance(text, str | None):
+            return text or ""
+        if isinstance(text, dict):  # a file or component message: not text
+            return ""
     raise APIChangedError(
         f"The Space's chatbot holds a bot message of an unexpected shape: {type(message).__name__}. "
-        "The adapter expects the legacy modelscope_studio message dicts ({'text': ...})."
+        "The adapter reads strings and message dicts ({'text': ...})."
     )
 
 
-def bot_text(chatbot: Any) -> str | None:
-    """The bot's text in the last turn of a legacy modelscope_studio chatbot value.
+def _bot_side(bot: Any) -> list[str]:
+    """The texts of one bot side: a message, or a list with one slot per agent (None = empty)."""
+    if isinstance(bot, list | tuple):
+        texts = [_message_text(m) for m in bot if m is not None]
+    else:
+        texts = [_message_text(bot)]
+    return [t for t in texts if t]
 
-    The value is a list of `[user, bot]` pairs; the bot side is None, a string, a message dict, or a
-    list of those (the Space uses a list of one dict). Several bot messages are joined by a blank
-    line. None means the bot has not said anything yet.
+
+def answer_text(chatbot: Any) -> str | None:
+    """The bot's answer to the last user message of a chatbot value, or None if none yet.
+
+    Pairs (`[user, bot]`, the legacy modelscope_studio and Gradio tuples formats): the answer
+    starts at the last pair with a user side and runs over every pair after it, since an answer
+    in several parts (tool calls) appends `[None, bot]` pairs. A bot side may be a list with one
+    slot per agent: the filled slots are read, empty ones never joined in. Gradio's messages
+    format (role/content dicts) reads the assistant messages after the last user message.
+    Parts are joined by a blank line.
     """
     if not isinstance(chatbot, list):
         raise APIChangedError(
             f"The Space's chatbot value is a {type(chatbot).__name__}, not a list of "
-            "[user, bot] pairs. The Space's API has changed; update qwen_space_adapter."
+            "messages. The Space's page has changed; update qwen_space_adapter."
         )
     if not chatbot:
         return None
-    pair = chatbot[-1]
-    if not isinstance(pair, list | tuple) or len(pair) != 2:
-        raise APIChangedError(
-            "The Space's chatbot value no longer holds [user, bot] pairs. "
-            "The Space's API has changed; update qwen_space_adapter."
-        )
-    bot = pair[1]
-    if bot is None:
-        return None
-    if isinstance(bot, list | tuple):
-        return "\n\n".join(_message_text(m) for m in bot)
-    return _message_text(bot)
+    if all(isinstance(m, dict) and "role" in m for m in chatbot):
+        start = max((i for i, m in enumerate(chatbot) if m.get("role") == "user"), default=-1)
+        parts = [_message_text(m) for m in chatbot[start + 1 :] if m.get("role") != "user"]
+        parts = [p for p in parts if p]
+        return "\n\n".join(parts) if parts else None
+    for pair in chatbot:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise APIChangedError(
+                "The Space's chatbot value no longer holds [user, bot] pairs. "
+                "The Space's page has changed; update qwen_space_adapter."
+            )
+    start = max((i for i, pair in enumerate(chatbot) if pair[0] is not None), default=0)
+    parts = [t for pair in chatbot[start:] for t in _bot_side(pair[1])]
+    return "\n\n".join(parts) if parts else None
+
+
+bot_text = answer_text  # the name the benchmarks and the harness used first
 
 
 class DeltaTracker:
@@ -118,10 +139,13 @@ class DeltaTracker:
         if cut >= 0:
             return snapshot[:cut], snapshot[cut + 1 :]
         if not final:
-            # Hold back a tail that may be the start of the marker ("\n", "\n<", "\n<sum"...).
+            # Hold back a tail that may be the start of the marker ("\n", "\n<", "\n<sum"...),
+            # and trailing whitespace: UIs that `rstrip()` every update would otherwise take it
+            # back on the next snapshot, and the final one would look like a rewrite.
             start = snapshot.rfind("\n", max(0, len(snapshot) - len(self.marker)))
             if start >= 0 and self.marker.startswith(snapshot[start:]):
-                return snapshot[:start], None
+                snapshot = snapshot[:start]
+            return snapshot.rstrip(), None
         return snapshot, None
 
     def feed(self, snapshot: str | None, *, final: bool = False) -> list[Item]:
@@ -139,6 +163,8 @@ class DeltaTracker:
         if body.startswith(self.emitted):
             if len(body) > len(self.emitted):
                 items.append(body[len(self.emitted) :])
+        elif final and self.emitted.startswith(body) and not self.emitted[len(body) :].strip():
+            body = self.emitted  # the final snapshot only trimmed whitespace already yielded
         else:
             items.append(TextRewritten(text=body, previous=self.emitted))
         self.emitted = body

@@ -13,6 +13,7 @@ class QwenSpaceError(Exception):
     """Root of every error raised by qwen_space_adapter."""
 
     retryable: bool = False
+    config_mismatch: bool = False  # a changed Space config may explain it (see failures.py)
 
     def __init__(self, message: str, *, partial_text: str = "") -> None:
         super().__init__(message)
@@ -71,12 +72,27 @@ class SpaceTimeoutError(QwenSpaceError, TimeoutError):
         self.phase = phase
 
 
+class SpaceRestartedError(QwenSpaceError):
+    """The Space restarted since the conversation began and lost its server-side history.
+
+    Continuing would answer without the earlier turns, so the adapter refuses: start a new
+    conversation (conversation=None), passing the earlier turns as messages if they matter.
+    """
+
+
+class AdapterBugError(QwenSpaceError):
+    """Something failed that no rule explains: a bug in qwen_space_adapter. Please report it."""
+
+    retryable = True
+
+
 class ReplicaError(QwenSpaceError):
     """The local replica Space could not be built or started."""
 
 
 __all__ = [
     "APIChangedError",
+    "AdapterBugError",
     "InvalidRequestError",
     "ModelNotSupportedError",
     "QueueFullError",
@@ -84,6 +100,7 @@ __all__ = [
     "RateLimitedError",
     "ReplicaError",
     "SpaceAppError",
+    "SpaceRestartedError",
     "SpaceTimeoutError",
     "SpaceUnavailableError",
     "StreamInterruptedError",

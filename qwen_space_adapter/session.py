@@ -1,16 +1,20 @@
-"""The Space session: where the Space is, what its API looks like, and one client per conversation.
+"""The Space session: its config (cached, refreshed when it no longer fits), one client per turn,
+one turn at a time per conversation, and every reader ended before the next turn starts.
 
-The Space's config and API info are fetched once per process and target (`SpaceInfo`), then every
-conversation gets a `gradio_client` client of its own, built from that cache without a request
-and bound to the conversation's session hash: two conversations never share server-side history.
-Clients are short-lived (one answer) and closed with their threads.
+The Space's config and API info are fetched once per process and target (`SpaceInfo`) and read
+again only when a failure says the Space changed (`space_info(refresh=True)`). Each turn gets a
+`gradio_client` client of its own, built from that cache without a request and bound to the
+conversation's session hash. Gradio delivers a session's messages to whichever reader of that
+session asks first, so two readers on one session steal each other's messages: `SessionGate`
+lets one turn run per session at a time, and `end_client` ends the turn's reader (gracefully,
+then by cutting its connection) before the gate opens for the next turn.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +22,18 @@ import anyio
 import httpx
 
 from . import _gc_internals as gci
-from .endpoints import SpaceAPI, discover
-from .errors import (
-    APIChangedError,
-    QwenSpaceError,
-    RateLimitedError,
-    SpaceUnavailableError,
-)
+from .bridge import Channel
+from .errors import APIChangedError, QwenSpaceError, SpaceUnavailableError
+from .failures import translate
+from .page import Page
 from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
 
 __all__ = ["DEFAULT_SPACE_URL", "SpaceInfo", "SpaceTarget", "env_space", "space_url"]
+
+READER_GRACE = 3.0  # seconds a finished turn waits for the Space to close its stream by itself
+READER_JOIN = 5.0  # seconds to wait for the reader thread once its connection is cut
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
 
 @dataclass
 class SpaceInfo:
@@ -36,7 +42,12 @@ class SpaceInfo:
     target: SpaceTarget
     config: dict[str, Any]
     api_info: dict[str, Any]
-    api: SpaceAPI
+    page: Page
+
+    @property
+    def app_id(self) -> Any:
+        """Changes whenever the Space's app restarts (Gradio draws it at launch)."""
+        return self.config.get("app_id")
 
 
 _INFO: dict[tuple[str, str, str | None, bool], SpaceInfo] = {}
@@ -54,55 +65,22 @@ def cached_info(target: SpaceTarget) -> SpaceInfo | None:
     return _INFO.get(target.key)
 
 
-def map_connect_error(exc: BaseException, url: str) -> QwenSpaceError:
-    """Translate what gradio_client or httpx raised while reaching the Space."""
-    if isinstance(exc, QwenSpaceError):
-        return exc
-    text = str(exc)
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return SpaceUnavailableError(
-            f"Could not connect to the Space at {url}. Check the URL and your network; if it "
-            "is a Hugging Face Space, it may be sleeping or restarting: retry in a minute."
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return SpaceUnavailableError(f"The Space at {url} did not answer in time; retry later.")
-    if isinstance(exc, httpx.TransportError):
-        return SpaceUnavailableError(
-            f"The connection to the Space at {url} failed ({type(exc).__name__}); retry later."
-        )
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status is None:
-        m = re.search(r"\b(4\d\d|5\d\d)\b", text)
-        status = int(m.group(1)) if m and "fetch" in text.lower() else None
-    if status == 429 or "Too many requests" in text:
-        return RateLimitedError(
-            f"The Space at {url} is rate limiting requests; wait a minute, or duplicate the Space "
-            "and pass space= with your copy and hf_token=."
-        )
-    if status in (401, 403):
-        err = SpaceUnavailableError(
-            f"The Space at {url} refused access ({status}); if it is private, pass hf_token= "
-            "(or set HF_TOKEN) with a token that can read it."
-        )
-        err.retryable = False
-        return err
-    if (status is not None and status >= 500) or "Could not fetch config" in text:
-        return SpaceUnavailableError(
-            f"The Space at {url} is not serving (HTTP {status or 'error'}): it may be sleeping, "
-            "paused, building or restarting. Retry later, or check its page on Hugging Face."
-        )
-    if "Could not get Gradio config" in text:
-        return SpaceUnavailableError(
-            f"{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
-            "building (Hugging Face then shows a page of its own), or this is not a Gradio Space. "
-            "Check its page, then retry."
-        )
-    if isinstance(exc, KeyError | TypeError | StopIteration | ValueError):
-        return APIChangedError(
-            f"The Space at {url} answered with a config this gradio_client cannot read "
-            f"({type(exc).__name__}). Its API has changed; update qwen_space_adapter."
-        )
-    return SpaceUnavailableError(f"Could not use the Space at {url}: {type(exc).__name__}.")
+def client_kwargs(target: SpaceTarget, connect_timeout: float) -> dict[str, Any]:
+    """gradio_client's arguments, with every plain request bounded by `connect_timeout`.
+
+    A request that is not a stream (config, upload, join, cancel) either answers within that
+    time or fails, so a server that accepts and never answers holds a thread no longer.
+    """
+    kwargs = target.client_kwargs()
+    httpx_kwargs = dict(kwargs.get("httpx_kwargs") or {})
+    httpx_kwargs["timeout"] = httpx.Timeout(connect_timeout)
+    kwargs["httpx_kwargs"] = httpx_kwargs
+    return kwargs
+
+
+def _reader_timeout(connect_timeout: float) -> httpx.Timeout:
+    # Gradio sends a heartbeat every 15 s on an idle stream: a minute of silence is a dead link.
+    return httpx.Timeout(60.0, connect=connect_timeout)
 
 
 _STAGES = {
@@ -148,17 +126,18 @@ def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
     return err
 
 
-def _fetch_info(target: SpaceTarget) -> SpaceInfo:
+def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                stale: SpaceInfo | None = None) -> SpaceInfo:
     with _INFO_GUARD:
         lock = _INFO_LOCKS.setdefault(target.key, threading.Lock())
     with lock:
         info = _INFO.get(target.key)
-        if info is not None:
+        if info is not None and info is not stale:
             return info
         try:
-            client = gci.AdapterClient(target.url, **target.client_kwargs())
+            client = gci.AdapterClient(target.url, **client_kwargs(target, connect_timeout))
         except Exception as exc:
-            error = map_connect_error(exc, target.url)
+            error = translate(exc, target.url)
             if isinstance(error, SpaceUnavailableError | APIChangedError) and target.space_id:
                 error = stage_error(target) or error
             raise error from None
@@ -166,22 +145,77 @@ def _fetch_info(target: SpaceTarget) -> SpaceInfo:
             config, api_info = client.config, client._info
         finally:
             close_client(client)
-        info = SpaceInfo(target, config, api_info, discover(config))
+        info = SpaceInfo(target, config, api_info, Page.from_config(config))
         info.config["connect_heartbeat"] = False
         _INFO[target.key] = info
         return info
 
 
-async def space_info(target: SpaceTarget) -> SpaceInfo:
-    """The Space's config and API, fetched on first use in this process and cached after."""
+async def space_info(
+    target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, stale: SpaceInfo | None = None
+) -> SpaceInfo:
+    """The Space's config and page, fetched on first use in this process and cached after.
+
+    With `stale`, the cached info is known not to fit any more (the Space was redeployed, say):
+    it is fetched again unless another task already did.
+    """
     info = _INFO.get(target.key)
-    if info is not None:
+    if info is not None and info is not stale:
         return info
-    return await anyio.to_thread.run_sync(_fetch_info, target, abandon_on_cancel=True)
+    return await anyio.to_thread.run_sync(_fetch_info, target, connect_timeout, stale, abandon_on_cancel=True)
 
 
-def open_client(info: SpaceInfo, session_hash: str) -> gci.AdapterClient:
-    """A client for one conversation's session, built without any request to the Space.
+class SessionGate:
+    """One turn at a time on a Space session in this process, across tasks, threads and loops.
+
+    A second turn on the same conversation waits here until the first is over, reader included;
+    waiting is cancellable and bounded by the caller's deadlines.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = False
+        self._waiters: list[Channel] = []
+
+    async def acquire(self) -> None:
+        while True:
+            with self._lock:
+                if not self._busy:
+                    self._busy = True
+                    return
+                channel = Channel()
+                self._waiters.append(channel)
+            try:
+                await channel.drain()
+            finally:
+                with self._lock:
+                    if channel in self._waiters:
+                        self._waiters.remove(channel)
+
+    def release(self) -> None:
+        with self._lock:
+            self._busy = False
+            waiters, self._waiters = self._waiters, []
+        for channel in waiters:
+            channel.put(None)
+
+
+_GATES: weakref.WeakValueDictionary[tuple[str, str], SessionGate] = weakref.WeakValueDictionary()
+_GATES_GUARD = threading.Lock()
+
+
+def gate(url: str, session_hash: str) -> SessionGate:
+    """The gate of one session of one Space (shared by every copy of the conversation)."""
+    with _GATES_GUARD:
+        found = _GATES.get((url, session_hash))
+        if found is None:
+            found = _GATES[(url, session_hash)] = SessionGate()
+        return found
+
+
+def open_client(info: SpaceInfo, session_hash: str,
+                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> gci.AdapterClient:
+    """A client for one turn of a conversation's session, built without any request to the Space.
 
     The heartbeat is off: gradio_client's heartbeat thread blocks up to 15 s on a read before it
     notices `close()`, which would leak a thread per answer. Without a heartbeat the Space keeps
@@ -189,11 +223,42 @@ def open_client(info: SpaceInfo, session_hash: str) -> gci.AdapterClient:
     """
     cached = (info.config, info.api_info)
     try:
-        client = gci.AdapterClient(info.target.url, cached=cached, **info.target.client_kwargs())
+        client = gci.AdapterClient(
+            info.target.url,
+            cached=cached,
+            reader_timeout=_reader_timeout(connect_timeout),
+            **client_kwargs(info.target, connect_timeout),
+        )
     except Exception as exc:
-        raise map_connect_error(exc, info.target.url) from None
+        raise translate(exc, info.target.url) from None
     client.session_hash = session_hash
     return client
+
+
+def _join_reader(client: Any) -> None:
+    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, "stream_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def end_client(client: Any, grace: float = READER_GRACE) -> None:
+    """End a turn's client: its reader first (it must not outlive the turn), then its threads.
+
+    The Space closes a session's stream once its last event completed; a turn waits up to
+    `grace` for that, so no message of this turn is left for the next reader. Past it (a Space
+    that never answers, a trickling proxy) the connection is cut. Shielded: a cancelled caller
+    still leaves nothing behind.
+    """
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(grace) as scope:
+            await anyio.to_thread.run_sync(_join_reader, client, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            end = getattr(client, "end_reader", None)
+            if end is not None:
+                end()
+            with anyio.move_on_after(READER_JOIN):
+                await anyio.to_thread.run_sync(_join_reader, client, abandon_on_cancel=True)
+    close_client(client, wait=False)
 
 
 def close_client(client: Any, wait: bool = True) -> None:
@@ -207,3 +272,26 @@ def close_client(client: Any, wait: bool = True) -> None:
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
 
+
+def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any]:
+    """Upload one attachment as a browser does, and return the file value the input holds.
+
+    gradio_client's own upload sends no `mime_type`, and pages such as Qwen-Agent's read it
+    (`file.mime_type.startswith('image/')`). No `meta` tag: gradio_client would upload it again.
+    """
+    try:
+        response = httpx.post(
+            client.upload_url,
+            headers=client.headers,
+            cookies=client.cookies,
+            verify=client.ssl_verify,
+            files=[("files", (name, data, mime_type))],
+            **dict(client.httpx_kwargs),
+        )
+        response.raise_for_status()
+        path = response.json()[0]
+    except QwenSpaceError:
+        raise
+    except Exception as exc:
+        raise translate(exc, client.src) from None
+    return {"path": path, "orig_name": name, "size": len(data), "mime_type": mime_type, "url": None}

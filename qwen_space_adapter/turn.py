@@ -1,9 +1,16 @@
-"""One turn of a conversation: `add_text`, then `predict`, streamed as answer items.
+"""One turn of a conversation: the Space's submit chain, run as its page runs it, streamed.
 
-This is where the pieces meet: the session gives a client bound to the conversation's session
-hash, the bridge follows each job without polling, `DeltaTracker` turns chatbot snapshots into
-deltas, and the conversation object is updated as the Space's chatbot changes, so that even an
-interrupted answer leaves a conversation the caller can continue or retry.
+A turn owns everything it starts. It waits for the conversation's session to be free (one turn
+per session at a time), gets the Space's page model, uploads the attachments, then runs the
+chain that the input's submit starts: each step takes its inputs from the conversation's store
+of component values and writes its outputs back; the answer step's chatbot updates become
+deltas (`DeltaTracker`). The turn is over only when its client's reader has ended, so the next
+turn of the conversation never shares the session's stream with a leftover reader.
+
+Deadlines: `timeout` bounds the whole call, `first_token_timeout` everything before the first
+token (waiting for the session, the config, uploads, queueing, thinking), `idle_timeout` the
+silence between updates once text flows. Retries happen only before the first token, and only
+while time is left.
 """
 
 from __future__ import annotations
@@ -11,23 +18,32 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from gradio_client import handle_file
 
-from . import bridge
+from . import bridge, session
 from .conversation import JsonConversation
-from .deltas import DeltaTracker, Item, bot_text
-from .errors import APIChangedError, QwenSpaceError, SpaceTimeoutError
+from .deltas import DeltaTracker, Item, answer_text
+from .errors import (
+    APIChangedError,
+    QwenSpaceError,
+    SpaceRestartedError,
+    SpaceTimeoutError,
+    StreamInterruptedError,
+)
 from .events import QueueStatus
+from .failures import is_config_mismatch, translate
 from .options import RequestOptions
-from .session import SpaceInfo, close_client, open_client, space_info
+from .page import Page, Step
+from .session import SpaceInfo
 
 log = logging.getLogger("qwen_space_adapter")
+T = TypeVar("T")
+TRAILING_STEP_LIMIT = 30.0  # seconds allowed to each step the page runs after the answer
 
 
 @dataclass
@@ -57,50 +73,50 @@ class Clock:
         seconds, phase, limit = min(candidates)
         return max(seconds, 0.0), phase, limit
 
+    def expired(self) -> SpaceTimeoutError:
+        _, phase, limit = self.left()
+        return SpaceTimeoutError(
+            f"The Space did not deliver the {phase} within the allowed time ({limit} s). "
+            "Raise the timeout, or retry later.",
+            phase=phase,
+        )
 
-def strip_file_meta(value: Any) -> Any:
-    """The chatbot to send back, without the markers that make gradio_client re-upload files.
-
-    Files in the chatbot already live on the Space; gradio_client would try to upload any dict
-    tagged `gradio.FileData` from the local disk, where those paths do not exist.
-    """
-    if isinstance(value, list):
-        return [strip_file_meta(v) for v in value]
-    if isinstance(value, dict):
-        return {k: strip_file_meta(v) for k, v in value.items() if k != "meta"}
-    return value
+    async def bounded(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` within the nearest deadline, or raise `SpaceTimeoutError`."""
+        seconds, _, _ = self.left()
+        with anyio.move_on_after(seconds if seconds is not None else float("inf")) as scope:
+            return await awaitable
+        if scope.cancelled_caught:
+            raise self.expired()
+        raise AssertionError("unreachable")
 
 
 async def _follow(
-    client: Any,
-    router: bridge.Router | None,
-    info: SpaceInfo,
-    clock: Clock,
-    fn_index: int,
-    *args: Any,
+    client: Any, router: bridge.Router | None, info: SpaceInfo, clock: Clock, step: Step, args: list[Any]
 ) -> AsyncGenerator[bridge.JobEvent, None]:
-    """Submit one job and yield its events, with deadlines; cancel it if we leave early."""
-    api = info.api
-    outputs = api.add_text_outputs if fn_index == api.add_text else api.predict_outputs
-    follower = bridge.JobFollower(info.target.url, api.protocol != "sse_v1", outputs)
+    """Submit one step and yield its events, with deadlines; cancel it if we leave early."""
+    skipped = info.page.skipped_outputs(step)
+    follower = bridge.JobFollower(info.target.url, info.page.protocol != "sse_v1", skipped)
     if router is not None:
         router.follower = follower
-    job = bridge.submit(client, follower, fn_index, *args)
-    events = follower.events() if router is not None else bridge.follow_job_public(job, outputs)
+    try:
+        job = bridge.submit(client, follower, step.fn_index, *args)
+    except Exception as exc:
+        raise translate(exc, info.target.url) from None
+    events = (
+        follower.events() if router is not None
+        else bridge.follow_job_public(job, skipped, info.target.url)
+    )
     try:
         while True:
-            seconds, phase, limit = clock.left()
+            seconds, _, _ = clock.left()
             with anyio.move_on_after(seconds if seconds is not None else float("inf")) as scope:
                 try:
                     event = await events.__anext__()
                 except StopAsyncIteration:
                     return
             if scope.cancelled_caught:
-                raise SpaceTimeoutError(
-                    f"The Space did not deliver the {phase} within the allowed time "
-                    f"({limit} s). Raise the timeout, or retry later.",
-                    phase=phase,
-                )
+                raise clock.expired()
             done = isinstance(event, bridge.Completed)
             follower.finished = follower.finished or done
             yield event
@@ -112,23 +128,157 @@ async def _follow(
             await bridge.cancel_job(job)
 
 
-async def _backoff(opts: RequestOptions, attempt: int, exc: QwenSpaceError) -> None:
-    """Wait before retry `attempt + 1`: exponential, with jitter so clients do not retry in step."""
-    delay = opts.retry_backoff * (2**attempt) * (0.5 + random.random())
+async def _backoff(clock: Clock, attempt: int, exc: QwenSpaceError) -> None:
+    """Wait before retry `attempt + 1`: exponential with jitter, never past a deadline."""
+    delay = clock.opts.retry_backoff * (2**attempt) * (0.5 + random.random())
+    seconds, _, _ = clock.left()
+    if seconds is not None and delay >= seconds:
+        raise exc
     log.info("retrying after %s (attempt %d) in %.2fs", type(exc).__name__, attempt + 1, delay)
     await anyio.sleep(delay)
 
 
-async def _retrying(opts: RequestOptions, attempt_fn: Any) -> Any:
-    """Run `attempt_fn` again after transient failures, with exponential backoff and jitter."""
-    for attempt in range(opts.max_retries + 1):
+async def _retrying(clock: Clock, attempt_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt_fn` again after transient failures, while retries and time are left."""
+    for attempt in range(clock.opts.max_retries + 1):
         try:
-            return await attempt_fn()
+            return await clock.bounded(attempt_fn())
         except QwenSpaceError as exc:
-            if not exc.retryable or attempt == opts.max_retries:
+            if not exc.retryable or attempt == clock.opts.max_retries:
                 raise
-            await _backoff(opts, attempt, exc)
+            await _backoff(clock, attempt, exc)
     raise AssertionError("unreachable")
+
+
+class Turn:
+    """The state of one running turn: its page, its store of values, its client."""
+
+    def __init__(self, conversation: JsonConversation, info: SpaceInfo, clock: Clock) -> None:
+        self.conversation = conversation
+        self.info = info
+        self.page: Page = info.page
+        self.clock = clock
+        self.values = self._restore()
+        self.client: Any = None
+        self.router: bridge.Router | None = None
+
+    def _restore(self) -> dict[int, Any]:
+        page, conv = self.page, self.conversation
+        values = page.initial_values()
+        for key, value in (getattr(conv, "values", None) or {}).items():
+            if str(key).isdigit() and int(key) in page.components:
+                values[int(key)] = value
+        if conv.chatbot:
+            values[page.chatbot_id] = conv.chatbot
+        elif values.get(page.chatbot_id) is None:
+            values[page.chatbot_id] = []
+        return values
+
+    def record(self) -> None:
+        """Write the page's values back to the conversation: it is continued from them."""
+        page = self.page
+        self.conversation.chatbot = self.values.get(page.chatbot_id) or []
+        reads = {i for step in page.chain for i in step.inputs}
+        self.conversation.values = {
+            str(i): self.values.get(i)
+            for i in sorted(reads)
+            if i not in (page.input_id, page.chatbot_id) and not page.components[i].is_state
+        }
+        self.conversation.app_id = self.info.app_id
+
+    async def run_step(self, step: Step) -> list[Any]:
+        """Run one step that is not the answer to completion; its outputs, in wire order."""
+        follow = _follow(self.client, self.router, self.info, self.clock, step, self.page.args(step, self.values))
+        async with aclosing(follow):
+            async for event in follow:
+                if isinstance(event, bridge.Completed):
+                    self.page.apply(step, self.values, event.data)
+                    return event.data
+        raise StreamInterruptedError(
+            f"The Space at {self.info.target.url} ended a step without a result. Retry the request."
+        )
+
+
+async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
+    files = []
+    for attachment in opts.files:
+        files.append(
+            await _retrying(
+                turn.clock,
+                lambda a=attachment: anyio.to_thread.run_sync(
+                    session.upload, turn.client, a.name, a.data, a.mime_type, abandon_on_cancel=True
+                ),
+            )
+        )
+    return files
+
+
+async def _run_chain(
+    turn: Turn, prompt: str, opts: RequestOptions, message_count: int, tracker: DeltaTracker
+) -> AsyncGenerator[Item | QueueStatus, None]:
+    """Run the page's submit chain once and yield the answer step's items."""
+    page, clock, conv = turn.page, turn.clock, turn.conversation
+    if opts.files and not page.multimodal:
+        raise APIChangedError("The Space's input takes no files (it is a plain textbox); send text only.")
+    fresh = not conv.chatbot and not conv.message_count
+    turn.values[page.input_id] = page.user_value(prompt, await _upload(turn, opts))
+    if fresh:
+        for step in page.load_steps:
+            await _retrying(clock, lambda s=step: turn.run_step(s))
+    for index, step in enumerate(page.chain[: page.answer]):
+        await _retrying(clock, lambda s=step: turn.run_step(s))
+        if index == 0:
+            # The Space now holds the user's message in this session: record it, so a retry
+            # after a failure below continues the conversation instead of starting it again.
+            turn.record()
+            conv.message_count = message_count
+    answer = page.answer_step
+    if page.answer == 0:
+        conv.message_count = message_count
+    args = page.args(answer, turn.values)
+    streamed = False
+
+    async def answer_events() -> AsyncGenerator[bridge.JobEvent, None]:
+        # Retries are only safe until the first update: after that, text reached the caller.
+        for attempt in range(opts.max_retries + 1):
+            try:
+                follow = _follow(turn.client, turn.router, turn.info, clock, answer, args)
+                async with aclosing(follow):
+                    async for event in follow:
+                        yield event
+                return
+            except QwenSpaceError as exc:
+                if streamed or not exc.retryable or attempt == opts.max_retries:
+                    raise
+                await _backoff(clock, attempt, exc)
+
+    async with aclosing(answer_events()) as events:
+        async for event in events:
+            if isinstance(event, bridge.Queued):
+                yield QueueStatus(event.position, event.queue_size, event.eta)
+                continue
+            streamed = True
+            final = isinstance(event, bridge.Completed)
+            chatbot = page.chatbot_of(answer, event.data)
+            if final:
+                page.apply(answer, turn.values, event.data)
+                turn.record()
+            if chatbot is None:
+                continue
+            for item in tracker.feed(answer_text(chatbot), final=final):
+                if isinstance(item, str):
+                    clock.text_started = True
+                yield item
+            clock.last_update = time.monotonic()
+    for step in page.chain[page.answer + 1 :]:
+        # Steps after the answer (re-enabling the input, saving history) run as the page runs
+        # them; the answer is complete, so a failure here is logged, not raised.
+        try:
+            with anyio.fail_after(TRAILING_STEP_LIMIT):
+                await turn.run_step(step)
+            turn.record()
+        except (QwenSpaceError, TimeoutError) as exc:
+            log.warning("the step after the answer (fn %d) failed: %s", step.fn_index, exc)
 
 
 async def run_turn(
@@ -136,71 +286,89 @@ async def run_turn(
 ) -> AsyncGenerator[Item | QueueStatus, None]:
     """Send `prompt` in `conversation`'s session and yield answer deltas and status events."""
     clock = Clock(opts, time.monotonic())
-    info = await _retrying(opts, lambda: space_info(opts.target))
-    conversation.space = info.target.url
-    if opts.files and not info.api.multimodal:
-        raise APIChangedError("The Space's input no longer takes files; send text only.")
-    value: Any = {"text": prompt, "files": [handle_file(str(p)) for p in opts.files]}
-    if not info.api.multimodal:
-        value = prompt
-    chatbot = strip_file_meta(conversation.chatbot or [])
-    client = open_client(info, conversation.session_hash)
-    router = bridge.install_tap(client)
+    target = opts.target
+    gate = session.gate(target.url, conversation.session_hash)
+    await clock.bounded(gate.acquire())
+    tracker = DeltaTracker()
     try:
-        async def add_text() -> list[Any]:
-            follow = _follow(client, router, info, clock, info.api.add_text, value, chatbot)
-            async with aclosing(follow):
-                async for event in follow:
-                    if isinstance(event, bridge.Completed):
-                        return event.data
-            raise bridge.job_error(RuntimeError("add_text ended without a result"), info.target.url)
-
-        added = await _retrying(opts, add_text)
-        # The Space now holds the user's message in this session: record it, so a retry after
-        # a failure below continues the conversation instead of starting it again.
-        chatbot = added[info.api.add_text_chatbot]
-        conversation.chatbot = chatbot
-        conversation.message_count = message_count
-        tracker = DeltaTracker()
-        args = (strip_file_meta(chatbot), *info.api.predict_extra_inputs)
-        streamed = False
-
-        async def predict_events() -> AsyncGenerator[bridge.JobEvent, None]:
-            # Retries are only safe until the first update: after that, text reached the caller.
-            for attempt in range(opts.max_retries + 1):
-                try:
-                    follow = _follow(client, router, info, clock, info.api.predict, *args)
-                    async with aclosing(follow):
-                        async for event in follow:
-                            yield event
-                    return
-                except QwenSpaceError as exc:
-                    if streamed or not exc.retryable or attempt == opts.max_retries:
-                        raise
-                    await _backoff(opts, attempt, exc)
-
-        try:
-            async with aclosing(predict_events()) as predict_stream:
-                async for event in predict_stream:
-                    if isinstance(event, bridge.Queued):
-                        yield QueueStatus(event.position, event.queue_size, event.eta)
-                        continue
-                    streamed = True
-                    final = isinstance(event, bridge.Completed)
-                    snapshot = event.data[0] if event.data else None
-                    if snapshot is None:
-                        continue
-                    if final:
-                        conversation.chatbot = snapshot
-                    for item in tracker.feed(bot_text(snapshot), final=final):
-                        if isinstance(item, str):
-                            clock.text_started = True
+        info = await _retrying(clock, lambda: session.space_info(target, opts.connect_timeout))
+        info = await _check_restart(conversation, info, clock, opts)
+        conversation.space = target.url
+        healed = False
+        while True:
+            try:
+                attempt = _attempt(conversation, prompt, opts, message_count, info, clock, tracker)
+                async with aclosing(attempt):
+                    async for item in attempt:
                         yield item
-                    clock.last_update = time.monotonic()
-        except QwenSpaceError as exc:
-            exc.partial_text = tracker.emitted
-            raise
+                return
+            except QwenSpaceError as exc:
+                if healed or tracker.emitted or clock.text_started or not is_config_mismatch(exc):
+                    raise
+                # A redeployed Space shifts fn indices and value shapes: read its page again once.
+                healed = True
+                log.info("the Space's page no longer fits (%s); reading its config again", type(exc).__name__)
+                old = info
+                info = await _retrying(
+                    clock, lambda old=old: session.space_info(target, opts.connect_timeout, stale=old)
+                )
+                if info.app_id != old.app_id and _has_history(conversation, message_count):
+                    raise _restarted(target.url) from None
+    except QwenSpaceError as exc:
+        exc.partial_text = tracker.emitted
+        raise
+    except (anyio.get_cancelled_exc_class(), GeneratorExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        err = translate(exc, target.url)
+        err.partial_text = tracker.emitted
+        raise err from exc
     finally:
-        # Not waiting for the client's threads: each ends by itself within one of gradio_client's
-        # 50 ms polls once its job is over, and the caller should not wait for that.
-        close_client(client, wait=False)
+        gate.release()
+
+
+async def _attempt(
+    conversation: JsonConversation, prompt: str, opts: RequestOptions, message_count: int,
+    info: SpaceInfo, clock: Clock, tracker: DeltaTracker,
+) -> AsyncGenerator[Item | QueueStatus, None]:
+    """One run of the chain on a client of its own, ended (reader included) before returning."""
+    turn = Turn(conversation, info, clock)
+    turn.client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
+    try:
+        turn.router = bridge.install_tap(turn.client)
+        chain = _run_chain(turn, prompt, opts, message_count, tracker)
+        async with aclosing(chain):
+            async for item in chain:
+                yield item
+    finally:
+        await session.end_client(turn.client)
+
+
+def _has_history(conversation: JsonConversation, message_count: int) -> bool:
+    return bool(conversation.chatbot) or bool(conversation.message_count)
+
+
+def _restarted(url: str) -> SpaceRestartedError:
+    return SpaceRestartedError(
+        f"The Space at {url} restarted since this conversation began, and lost its history on "
+        "the server. Start a new conversation (conversation=None), passing the earlier turns "
+        "as messages if the answer needs them."
+    )
+
+
+async def _check_restart(
+    conversation: JsonConversation, info: SpaceInfo, clock: Clock, opts: RequestOptions
+) -> SpaceInfo:
+    """Refuse to continue a conversation the Space no longer holds (its app restarted)."""
+    recorded = getattr(conversation, "app_id", None)
+    if recorded is None or info.app_id is None or recorded == info.app_id:
+        return info
+    if not _has_history(conversation, 0):
+        return info
+    # This process may hold an older config than the conversation: read it again once.
+    fresh = await _retrying(
+        clock, lambda: session.space_info(opts.target, opts.connect_timeout, stale=info)
+    )
+    if fresh.app_id != recorded:
+        raise _restarted(opts.target.url)
+    return fresh

@@ -1,0 +1,225 @@
+"""The one table from what gradio_client, httpx and the Space report to the adapter's errors.
+
+Like httpx's `_exceptions.py`, every translation lives here: rows match an exception type, an
+HTTP status or a pattern in the Space's message, and build the error with a message that says
+what happened and what to do. Nothing else in the package turns a foreign exception into a
+`QwenSpaceError`; whatever no row explains becomes `AdapterBugError`, never a guess.
+
+`translate(exc, url)` is the entry point; `app_error(message)` reads an error the Space's own
+code reported inside a job; `is_config_mismatch(err)` says whether re-reading the Space's config
+may cure a failure (a redeployed Space shifts fn indices and value shapes).
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import (
+    AdapterBugError,
+    APIChangedError,
+    InvalidRequestError,
+    QueueFullError,
+    QwenSpaceError,
+    RateLimitedError,
+    SpaceAppError,
+    SpaceUnavailableError,
+    StreamInterruptedError,
+)
+
+Factory = Callable[[BaseException, str, str], QwenSpaceError]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One translation: `match(exc, text, status)` decides; `build(exc, url, text)` makes the error."""
+
+    name: str
+    match: Callable[[BaseException, str, int | None], bool]
+    build: Factory
+    retryable: bool | None = None  # None keeps the error class's default
+
+
+def _unavailable(text: str, retryable: bool = True) -> Factory:
+    def build(exc: BaseException, url: str, msg: str) -> QwenSpaceError:
+        err = SpaceUnavailableError(text.format(url=url, name=type(exc).__name__, status=_status(exc, msg)))
+        err.retryable = retryable
+        return err
+
+    return build
+
+
+def _kind(*names: str) -> Callable[[BaseException, str, int | None], bool]:
+    """Match by class name along the MRO, so optional imports (gradio_client, httpx) stay lazy."""
+
+    def match(exc: BaseException, text: str, status: int | None) -> bool:
+        return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+    return match
+
+
+def _status_in(*codes: int) -> Callable[[BaseException, str, int | None], bool]:
+    return lambda exc, text, status: status in codes
+
+
+def _says(pattern: str) -> Callable[[BaseException, str, int | None], bool]:
+    rx = re.compile(pattern, re.IGNORECASE)
+    return lambda exc, text, status: bool(rx.search(text))
+
+
+def _status(exc: BaseException, text: str) -> int | None:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status
+    m = re.search(r"\b([45]\d\d)\b", text)
+    if m and re.search(r"fetch|status|HTTP|error", text, re.IGNORECASE):
+        return int(m.group(1))
+    return None
+
+
+def _interrupted(exc: BaseException, url: str, text: str) -> QwenSpaceError:
+    return StreamInterruptedError(
+        f"The connection to the Space at {url} ended before the answer was complete "
+        "(the Space restarted or the network dropped). Retry the request."
+    )
+
+
+def _mismatch(err: QwenSpaceError) -> QwenSpaceError:
+    err.config_mismatch = True
+    return err
+
+
+def _api_changed(exc: BaseException, url: str, text: str) -> QwenSpaceError:
+    return APIChangedError(
+        f"The Space at {url} no longer has the step this adapter called ({type(exc).__name__}: "
+        f"{text[:200]}). It may have been redeployed with another page; the adapter re-reads "
+        "its config once by itself. If this persists, the Space's page has changed."
+    )
+
+
+# Order matters: the first matching row wins.
+ROWS: tuple[Row, ...] = (
+    Row("already ours", lambda e, t, s: isinstance(e, QwenSpaceError), lambda e, u, t: e),  # type: ignore[arg-type,return-value]
+    Row("refused by the caller's input", _kind("InvalidURL", "UnsupportedProtocol", "LocalProtocolError",
+                                              "UnicodeEncodeError"),
+        lambda e, u, t: InvalidRequestError(
+            f"The request could not be sent to {u} ({type(e).__name__}): check space=, proxy= "
+            "and hf_token= for characters a URL or a header cannot carry."
+        )),
+    Row("TLS", lambda e, t, s: isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in t,
+        _unavailable("The TLS certificate of {url} could not be verified; check the URL, or pass "
+                     "verify=False for a Space you trust on your own network.", retryable=False)),
+    Row("connect", _kind("ConnectError", "ConnectTimeout", "ConnectionRefusedError"),
+        _unavailable("Could not connect to the Space at {url}. Check the URL and your network; if it is "
+                     "a Hugging Face Space, it may be sleeping or restarting: retry in a minute.")),
+    Row("proxy", _kind("ProxyError"),
+        _unavailable("The proxy refused the connection to {url} ({name}); check proxy=.", retryable=False)),
+    Row("timeout", _kind("TimeoutException", "TimeoutError"),
+        _unavailable("The Space at {url} did not answer in time (connect_timeout); retry later.")),
+    Row("stream cut", lambda e, t, s: isinstance(e, concurrent.futures.CancelledError)
+        or t == "Server stopped." or _kind("RemoteProtocolError", "ReadError")(e, t, s),
+        _interrupted),
+    Row("transport", _kind("TransportError", "NetworkError"),
+        _unavailable("The connection to the Space at {url} failed ({name}); retry later.")),
+    Row("queue full", _kind("QueueError"),
+        lambda e, u, t: QueueFullError(
+            f"The Space's queue at {u} is full. Retry in a moment; the adapter already retried "
+            "with backoff (raise max_retries= to try longer)."
+        )),
+    Row("rate limited", lambda e, t, s: s == 429 or type(e).__name__ == "TooManyRequestsError"
+        or bool(re.search(r"too many requests", t, re.IGNORECASE)),
+        lambda e, u, t: RateLimitedError(
+            f"The Space at {u} is rate limiting requests; wait a minute, or duplicate the Space and "
+            "pass space= with your copy and hf_token=."
+        )),
+    Row("refused access", _status_in(401, 403),
+        _unavailable("The Space at {url} refused access (HTTP {status}): it is private or gated. Pass "
+                     "hf_token= (or set HF_TOKEN) with a token that can read it.", retryable=False)),
+    Row("not found", lambda e, t, s: s == 404 or type(e).__name__ == "InvalidAPIEndpointError",
+        _api_changed),
+    Row("not serving", lambda e, t, s: (s is not None and s >= 500) or "Could not fetch config" in t,
+        _unavailable("The Space at {url} is not serving (HTTP {status}): it may be sleeping, paused, "
+                     "building or restarting. Retry later, or check its page on Hugging Face.")),
+    Row("not a Gradio app", _says(r"Could not get Gradio config|not a Gradio app|Expecting value"),
+        _unavailable("{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
+                     "building (Hugging Face then shows a page of its own), or this is not a Gradio "
+                     "Space. Check its page, then retry.")),
+    Row("app error", _kind("AppError"), lambda e, u, t: app_error(getattr(e, "message", None) or t)),
+    Row("validation", _kind("ValidationError"),
+        lambda e, u, t: _mismatch(SpaceAppError(
+            f"The Space refused the step's inputs: {t} Its page may have changed; the adapter "
+            "re-reads its config once by itself.",
+            space_message=t,
+        ))),
+    Row("unknown step", lambda e, t, s: isinstance(e, IndexError | KeyError)
+        and re.search(r"fn_index|list index|endpoint", t + repr(e), re.IGNORECASE) is not None,
+        _api_changed),
+)
+
+
+def translate(exc: BaseException, url: str) -> QwenSpaceError:
+    """The adapter's error for anything raised while talking to the Space at `url`."""
+    text = str(exc)
+    status = _status(exc, text)
+    for row in ROWS:
+        if row.match(exc, text, status):
+            err = row.build(exc, url, text)
+            if row.retryable is not None:
+                err.retryable = row.retryable
+            if err is not exc:
+                err.__cause__ = None
+            return err
+    return AdapterBugError(
+        f"qwen_space_adapter failed on an unexpected {type(exc).__name__}: {text[:300]}. This is a "
+        "bug in the adapter, not in your request: please report it with this message. Retrying "
+        "may work."
+    )
+
+
+def unquote(text: str) -> str:
+    """Gradio 4 sends a `gr.Error` message as its `repr()`, quotes included: take them off."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
+def app_error(message: str | None, partial_text: str = "") -> QwenSpaceError:
+    """The adapter's error for an error the Space's own code reported while running a step."""
+    text = unquote(message or "")
+    low = text.lower()
+    if "quota" in low or "429" in low or "too many requests" in low or "rate limit" in low:
+        return RateLimitedError(
+            f"The Space refused for now: {text} Wait and retry, or run your own duplicate of the "
+            "Space (space=, hf_token=).",
+            partial_text=partial_text,
+        )
+    if not text:
+        return SpaceAppError(
+            "The Space's app raised an error and did not say which (it does not show errors). "
+            "Retry; if it persists, the Space may be broken.",
+            partial_text=partial_text,
+        )
+    return SpaceAppError(
+        f"The Space's app raised an error: {text} Change the request or retry later.",
+        space_message=text,
+        partial_text=partial_text,
+    )
+
+
+def is_config_mismatch(err: QwenSpaceError) -> bool:
+    """Whether a changed config may explain `err`, so re-reading it and retrying is worth once:
+    an unknown step, outputs of an unexpected shape, a route gone, inputs the Space refused."""
+    if isinstance(err, APIChangedError) or err.config_mismatch:
+        return True
+    return isinstance(err, SpaceAppError) and bool(
+        re.search(r"\b(inputs?|arguments?|fn_index)\b", err.space_message or "", re.IGNORECASE)
+    )

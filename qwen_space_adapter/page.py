@@ -1,0 +1,315 @@
+"""The Space's page model: which steps a submit runs, what each takes and gives. Pure, no I/O.
+
+A Gradio page is a graph: components with default values, and dependencies (steps) triggered by
+component events or chained after another step (`.then` / `.success`). The browser answers a
+submit by running the input's `submit` step, then every step chained after it, in order, each
+taking its inputs from the page's current component values and writing its outputs back.
+
+The adapter does exactly that instead of assuming "add_text, then predict": `Page.from_config`
+finds the input whose submit chain leads to a step that streams a chatbot (the answer step),
+and `Values` is the per-conversation store of component values the steps read and write.
+State components live on the server; gradio_client fills their slots itself, so they are
+neither sent nor stored.
+
+Supported families (by component type on the wire):
+- modelscope_studio 0.x: `modelscopechatbot`, `modelscopemultimodalinput`;
+- modelscope_studio 1.x legacy: `modelscopelegacychatbot`, `modelscopelegacymultimodalinput`;
+- Gradio's own `chatbot` (tuples and messages formats), `multimodaltextbox` and `textbox`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import APIChangedError
+
+CHATBOT_TYPES = ("modelscopechatbot", "modelscopelegacychatbot", "chatbot")
+# In order of preference when a page has several inputs with a submit chain.
+INPUT_TYPES = (
+    "modelscopemultimodalinput",
+    "modelscopelegacymultimodalinput",
+    "multimodaltextbox",
+    "textbox",
+)
+MULTIMODAL_TYPES = INPUT_TYPES[:3]
+STREAMING_PROTOCOLS = ("sse_v1", "sse_v2", "sse_v2.1", "sse_v3")
+# Component types gradio_client leaves out of a job's processed outputs (`utils.SKIP_COMPONENTS`).
+LAYOUT_TYPES = frozenset(
+    {"state", "row", "column", "tabs", "tab", "tabitem", "box", "form", "accordion", "group",
+     "interpretation", "dataset"}
+)
+
+
+@dataclass(frozen=True)
+class Component:
+    id: int
+    type: str
+    default: Any = None
+    props: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_state(self) -> bool:
+        return self.type == "state"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One backend function the page runs: its fn index, wiring and how it runs."""
+
+    fn_index: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    queued: bool = True
+    generator: bool = False
+    only_on_success: bool = False
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    """What a submit on the Space's page runs, read from its config."""
+
+    version: str
+    protocol: str
+    app_id: Any
+    components: dict[int, Component]
+    input_id: int
+    chatbot_id: int
+    chain: tuple[Step, ...]  # the submit's own step first, then each chained step in order
+    answer: int  # index in `chain` of the step that streams the chatbot
+    load_steps: tuple[Step, ...] = ()
+
+    # --- facts -------------------------------------------------------------------------------
+    @property
+    def input_type(self) -> str:
+        return self.components[self.input_id].type
+
+    @property
+    def chatbot_type(self) -> str:
+        return self.components[self.chatbot_id].type
+
+    @property
+    def multimodal(self) -> bool:
+        return self.input_type in MULTIMODAL_TYPES
+
+    @property
+    def messages_format(self) -> bool:
+        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs."""
+        return self.components[self.chatbot_id].props.get("type") == "messages"
+
+    @property
+    def answer_step(self) -> Step:
+        return self.chain[self.answer]
+
+    def types(self, ids: Iterable[int]) -> tuple[str, ...]:
+        return tuple(self.components[i].type if i in self.components else "?" for i in ids)
+
+    def output_types(self, step: Step) -> tuple[str, ...]:
+        return self.types(step.outputs)
+
+    def skipped_outputs(self, step: Step) -> tuple[bool, ...]:
+        """Which outputs gradio_client drops from a processed result (state, layout blocks)."""
+        return tuple(t in LAYOUT_TYPES for t in self.output_types(step))
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a report or a transcript records about the Space's page."""
+        return {
+            "gradio_version": self.version,
+            "protocol": self.protocol,
+            "chain": [s.fn_index for s in self.chain],
+            "answer": self.answer_step.fn_index,
+            "input_type": self.input_type,
+            "chatbot_type": self.chatbot_type,
+        }
+
+    # --- the store of component values ---------------------------------------------------------
+    def initial_values(self) -> dict[int, Any]:
+        """The values a fresh page holds: every non-state component's config default."""
+        return {c.id: c.default for c in self.components.values() if not c.is_state}
+
+    def user_value(self, prompt: str, files: list[Any]) -> Any:
+        """What the input holds when the user submits `prompt` with uploaded `files`."""
+        if self.multimodal:
+            return {"text": prompt, "files": files}
+        return prompt
+
+    def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
+        """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
+        return [
+            strip_file_meta(values.get(i))
+            for i in step.inputs
+            if not self.components.get(i, Component(i, "?")).is_state
+        ]
+
+    def apply(self, step: Step, values: dict[int, Any], data: list[Any]) -> None:
+        """Write a step's outputs (wire order) into the store, honouring `gr.update` dicts."""
+        for comp_id, value in zip(step.outputs, data, strict=False):
+            comp = self.components.get(comp_id)
+            if comp is None or comp.is_state:
+                continue
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" in value:
+                    values[comp_id] = value["value"]
+                continue
+            values[comp_id] = value
+
+    def chatbot_of(self, step: Step, data: list[Any]) -> Any:
+        """The chatbot among a step's outputs (None when the step does not output it)."""
+        for comp_id, value in zip(step.outputs, data, strict=False):
+            if comp_id == self.chatbot_id:
+                if isinstance(value, dict) and value.get("__type__") == "update":
+                    return value.get("value")
+                return value
+        return None
+
+    # --- reading it from a config --------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Page:
+        """Find the submit chain that answers in a chatbot; raise `APIChangedError` if none does."""
+        protocol = str(config.get("protocol", "ws"))
+        version = str(config.get("version", "?"))
+        if protocol not in STREAMING_PROTOCOLS:
+            raise APIChangedError(
+                f"The Space runs Gradio {version} with the {protocol!r} protocol, which the current "
+                "gradio_client cannot stream. Point space= at a Space on Gradio 4 or newer."
+            )
+        components = {
+            c["id"]: Component(c["id"], c.get("type", ""), (c.get("props") or {}).get("value"),
+                               c.get("props") or {})
+            for c in config.get("components", [])
+        }
+        deps = [_step_and_dep(i, d) for i, d in enumerate(config.get("dependencies", []))]
+        found = []
+        for step, dep in deps:
+            for comp_id, event in _targets(dep):
+                comp = components.get(comp_id)
+                if event == "submit" and comp is not None and comp.type in INPUT_TYPES and step is not None:
+                    chain = _chain(step, deps)
+                    answer = _answer(chain, components)
+                    if answer is not None:
+                        found.append((INPUT_TYPES.index(comp.type), comp_id, chain, answer))
+        if not found:
+            raise APIChangedError(
+                "The Space's page has no input whose submit leads to a chatbot that streams an "
+                f"answer (Gradio {version}: {describe_config(config)}). It is not a chat UI this "
+                "adapter knows; check space=, or report the layout to qwen_space_adapter."
+            )
+        found.sort(key=lambda f: (f[0], f[1]))
+        _, input_id, chain, (answer, chatbot_id) = found[0]
+        loads = tuple(
+            step for step, dep in deps
+            if step is not None and step.outputs and any(e == "load" for _, e in _targets(dep))
+        )
+        return cls(
+            version=version,
+            protocol=protocol,
+            app_id=config.get("app_id"),
+            components=components,
+            input_id=input_id,
+            chatbot_id=chatbot_id,
+            chain=tuple(chain),
+            answer=answer,
+            load_steps=loads,
+        )
+
+
+def _targets(dep: dict[str, Any]) -> list[tuple[Any, str]]:
+    out = []
+    for t in dep.get("targets") or []:
+        if isinstance(t, list | tuple) and len(t) == 2:
+            out.append((t[0], str(t[1])))
+    return out
+
+
+def _step_and_dep(index: int, dep: dict[str, Any]) -> tuple[Step | None, dict[str, Any]]:
+    """The step of a dependency, or None for one without a backend function (JS only)."""
+    if not dep.get("backend_fn", True):
+        return None, dep
+    fn_index = dep.get("id", index)
+    step = Step(
+        fn_index=int(fn_index),
+        inputs=tuple(dep.get("inputs") or ()),
+        outputs=tuple(dep.get("outputs") or ()),
+        queued=dep.get("queue") is not False,
+        generator=bool((dep.get("types") or {}).get("generator")),
+        only_on_success=bool(dep.get("trigger_only_on_success")),
+        name=str(dep.get("api_name") or ""),
+    )
+    return step, dep
+
+
+def _chain(first: Step, deps: list[tuple[Step | None, dict[str, Any]]]) -> list[Step]:
+    """The submit's step and every step chained after it, breadth first, as the browser runs them.
+
+    A chained dependency without a backend function (JS only) is passed through: the steps
+    after it still run.
+    """
+    by_id = {dep.get("id", i): (step, dep) for i, (step, dep) in enumerate(deps)}
+    chain: list[Step] = [first]
+    frontier: list[Any] = [first.fn_index]
+    seen = {first.fn_index}
+    while frontier:
+        parent = frontier.pop(0)
+        for dep_id, (step, dep) in sorted(by_id.items(), key=lambda kv: kv[0]):
+            if dep.get("trigger_after") == parent and dep_id not in seen:
+                seen.add(dep_id)
+                frontier.append(dep_id)
+                if step is not None:
+                    chain.append(step)
+    return chain
+
+
+def _answer(chain: list[Step], components: dict[int, Component]) -> tuple[int, int] | None:
+    """(index in chain, chatbot id) of the step that streams the answer into a chatbot.
+
+    The last generator that writes a chatbot: the steps before it (adding the user's message,
+    resolving an @-mention) may be generators too, and they come first. Without generator flags,
+    the last step that writes a chatbot.
+    """
+    writers = []
+    for i, step in enumerate(chain):
+        for comp_id in step.outputs:
+            comp = components.get(comp_id)
+            if comp is not None and comp.type in CHATBOT_TYPES:
+                writers.append((i, comp_id, step.generator))
+                break
+    if not writers:
+        return None
+    generators = [w for w in writers if w[2]]
+    i, comp_id, _ = (generators or writers)[-1]
+    return i, comp_id
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """A one-line summary of a config's steps, for error messages and reports."""
+    types = {c["id"]: c.get("type", "") for c in config.get("components", [])}
+    rows = []
+    for i, dep in enumerate(config.get("dependencies", [])):
+        ins = ", ".join(types.get(x, "?") for x in dep.get("inputs", []))
+        outs = ", ".join(types.get(x, "?") for x in dep.get("outputs", []))
+        rows.append(f"fn {dep.get('id', i)}: ({ins}) -> ({outs})")
+    return "; ".join(rows) or "no endpoints"
+
+
+def strip_file_meta(value: Any) -> Any:
+    """A value to send back, without the markers that make gradio_client upload files again.
+
+    Files in the chatbot already live on the Space; gradio_client would try to upload any dict
+    tagged `gradio.FileData` from the local disk, where those paths do not exist.
+    """
+    if isinstance(value, list):
+        return [strip_file_meta(v) for v in value]
+    if isinstance(value, dict):
+        return {k: strip_file_meta(v) for k, v in value.items() if k != "meta"}
+    return value
+
+
+def as_wire(result: Any, skipped: tuple[bool, ...]) -> list[Any]:
+    """gradio_client's processed result back in wire order (it drops skipped outputs and returns
+    a single output bare): the tap path and the public path then yield the same shape."""
+    kept = sum(1 for s in skipped if not s)
+    values = list(result) if isinstance(result, tuple) and kept != 1 else [result]
+    it = iter(values)
+    return [None if s else next(it, None) for s in skipped]
