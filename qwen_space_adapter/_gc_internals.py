@@ -65,6 +65,12 @@ def problems() -> list[str]:
         found.append("Client.send_data no longer registers events with setdefault")
     if "pending_messages_per_event[event_id].append" not in stream_src:
         found.append("Client.stream_messages no longer appends messages per event")
+    try:
+        endpoint_src = inspect.getsource(gradio_client.client.Endpoint)
+    except (OSError, TypeError, AttributeError):
+        endpoint_src = ""
+    if "data = self.process_input_files(*data)" not in endpoint_src:
+        found.append("Endpoint no longer uploads files through process_input_files")
     if "self.httpx_kwargs.copy()" not in stream_src:
         found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
     return found
@@ -116,6 +122,10 @@ class ShuttableTransport(httpx.HTTPTransport):
                 pass
 
 
+def _as_is(*data: Any) -> tuple[Any, ...]:
+    return data
+
+
 class _ReaderKwargs(dict):  # type: ignore[type-arg]
     """`Client.httpx_kwargs`: as itself for requests, with a shuttable transport for the reader.
 
@@ -158,6 +168,12 @@ class AdapterClient(Client):
         self.reader_timeout = reader_timeout
         super().__init__(src, **kwargs)
         self.httpx_kwargs = _ReaderKwargs(self.httpx_kwargs, self)
+        # The adapter uploads files itself, as a browser does (with `mime_type`), and sends file
+        # values that already live on the Space (uploads, files in the chatbot) with their `meta`
+        # tag, which Gradio 5 requires; gradio_client would try to upload those again.
+        for endpoint in self.endpoints.values():
+            if hasattr(endpoint, "process_input_files"):
+                endpoint.process_input_files = _as_is
 
     def end_reader(self) -> None:
         """Cut the connection of every SSE reader this client opened (from any thread)."""

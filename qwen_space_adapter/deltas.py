@@ -104,7 +104,7 @@ def answer_text(chatbot: Any) -> str | None:
         start = max((i for i, m in enumerate(chatbot) if m.get("role") == "user"), default=-1)
         parts = [_message_text(m) for m in chatbot[start + 1 :] if m.get("role") != "user"]
         parts = [p for p in parts if p]
-        return "\n\n".join(parts) if parts else None
+        return PART_BREAK.join(parts) if parts else None
     for pair in chatbot:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise APIChangedError(
@@ -113,9 +113,10 @@ def answer_text(chatbot: Any) -> str | None:
             )
     start = max((i for i, pair in enumerate(chatbot) if pair[0] is not None), default=0)
     parts = [t for pair in chatbot[start:] for t in _bot_side(pair[1])]
-    return "\n\n".join(parts) if parts else None
+    return PART_BREAK.join(parts) if parts else None
 
 
+PART_BREAK = "\n\n"  # between the parts of an answer (several bot messages or pairs)
 bot_text = answer_text  # the name the benchmarks and the harness used first
 
 
@@ -132,6 +133,7 @@ class DeltaTracker:
         self.emitted = ""
         self.summary: str | None = None
         self.thinking_seen = False
+        self._thinking_parts: set[int] = set()
         self.text_seen = False
 
     def _split(self, snapshot: str, final: bool) -> tuple[str, str | None]:
@@ -158,8 +160,16 @@ class DeltaTracker:
             self.thinking_seen = True
             return [Reasoning(status=self.placeholder)]
         self.text_seen = True
-        body, summary = self._split(snapshot, final)
         items: list[Item] = []
+        tail = PART_BREAK + self.placeholder
+        if snapshot.rstrip().endswith(tail):
+            # An answer in several parts (tool calls) shows the placeholder as its newest part
+            # while the next part is prepared: a status again, not text.
+            snapshot = snapshot.rstrip()[: -len(tail)]
+            if len(snapshot) not in self._thinking_parts:
+                self._thinking_parts.add(len(snapshot))
+                items.append(Reasoning(status=self.placeholder))
+        body, summary = self._split(snapshot, final)
         if body.startswith(self.emitted):
             if len(body) > len(self.emitted):
                 items.append(body[len(self.emitted) :])

@@ -138,7 +138,7 @@ class Page:
     def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
         """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
         return [
-            strip_file_meta(values.get(i))
+            values.get(i)
             for i in step.inputs
             if not self.components.get(i, Component(i, "?")).is_state
         ]
@@ -291,19 +291,6 @@ def describe_config(config: dict[str, Any]) -> str:
         outs = ", ".join(types.get(x, "?") for x in dep.get("outputs", []))
         rows.append(f"fn {dep.get('id', i)}: ({ins}) -> ({outs})")
     return "; ".join(rows) or "no endpoints"
-
-
-def strip_file_meta(value: Any) -> Any:
-    """A value to send back, without the markers that make gradio_client upload files again.
-
-    Files in the chatbot already live on the Space; gradio_client would try to upload any dict
-    tagged `gradio.FileData` from the local disk, where those paths do not exist.
-    """
-    if isinstance(value, list):
-        return [strip_file_meta(v) for v in value]
-    if isinstance(value, dict):
-        return {k: strip_file_meta(v) for k, v in value.items() if k != "meta"}
-    return value
 
 
 def as_wire(result: Any, skipped: tuple[bool, ...]) -> list[Any]:

@@ -277,7 +277,7 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
     """Upload one attachment as a browser does, and return the file value the input holds.
 
     gradio_client's own upload sends no `mime_type`, and pages such as Qwen-Agent's read it
-    (`file.mime_type.startswith('image/')`). No `meta` tag: gradio_client would upload it again.
+    (`file.mime_type.startswith('image/')`). The `meta` tag marks it as a file for Gradio 5.
     """
     try:
         response = httpx.post(
@@ -294,4 +294,5 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
         raise
     except Exception as exc:
         raise translate(exc, client.src) from None
-    return {"path": path, "orig_name": name, "size": len(data), "mime_type": mime_type, "url": None}
+    return {"path": path, "orig_name": name, "size": len(data), "mime_type": mime_type, "url": None,
+            "is_stream": False, "meta": {"_type": "gradio.FileData"}}
