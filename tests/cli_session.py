@@ -1,0 +1,168 @@
+"""Drive the `qwen-space` CLI as a person does: on a pseudo-terminal, or with `--json` on pipes.
+
+Synchronisation is always on something the CLI printed (a prompt, a JSON event, a status text),
+with a deadline, never on sleeps. Every failure message carries what the CLI wrote to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+CLI = [sys.executable, "-m", "qwen_space_adapter"]
+
+
+class PtySession:
+    """The CLI on a terminal of its own: `expect` what it shows, `send` keys, Ctrl-C with `ctrl_c`.
+
+    Ctrl-C is the byte 0x03 typed on the terminal, so the line discipline sends SIGINT to the
+    CLI's process group, as in a real terminal.
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # child: the CLI, with the pty as its controlling terminal
+            os.execv(sys.executable, [*CLI, *args])
+        self.seen = ""  # everything shown so far
+        self.pos = 0  # where the next `expect` starts looking
+
+    def expect(self, needle: str, timeout: float = 30) -> str:
+        """Everything shown since the last match, up to and including `needle`."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.seen[self.pos:]:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            if not ready:
+                raise AssertionError(f"timed out waiting for {needle!r}; the terminal shows:\n{self.seen[self.pos:]!r}")
+            try:
+                chunk = os.read(self.fd, 65536).decode(errors="replace")
+            except OSError:  # the CLI exited: its side of the pty is closed
+                chunk = ""
+            if not chunk:
+                raise AssertionError(f"the CLI ended before showing {needle!r}; it showed:\n{self.seen[self.pos:]!r}")
+            self.seen += chunk
+        end = self.seen.index(needle, self.pos) + len(needle)
+        shown, self.pos = self.seen[self.pos:end], end
+        return shown
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def ctrl_c(self) -> None:
+        os.write(self.fd, b"\x03")
+
+    def ctrl_d(self) -> None:
+        os.write(self.fd, b"\x04")
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit status, reading the terminal meanwhile (a full pty would block the CLI)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the CLI did not exit within {timeout} s; it showed:\n{self.seen!r}")
+            ready, _, _ = select.select([self.fd], [], [], 0.05)  # reading, not sleeping: 50 ms slices
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 65536).decode(errors="replace")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
+
+    def __enter__(self) -> PtySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonSession:
+    """`qwen-space chat --json ...` on pipes: read its events one by one, signal it, read its stderr."""
+
+    def __init__(self, *args: str) -> None:
+        self.stderr_file = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [*CLI, "chat", "--json", *args],
+            stdout=subprocess.PIPE, stderr=self.stderr_file, stdin=subprocess.DEVNULL,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._buf = b""
+
+    @property
+    def stderr(self) -> str:
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode(errors="replace")
+
+    def fail(self, why: str) -> AssertionError:
+        kinds = [e["type"] for e in self.events]
+        return AssertionError(f"{why}\nevents so far: {kinds}\nthe CLI's stderr:\n{self.stderr}")
+
+    def next_event(self, timeout: float = 30) -> dict[str, Any] | None:
+        """The next event, or None at the end of the output."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise self.fail(f"no event within {timeout} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        event: dict[str, Any] = json.loads(line)
+        self.events.append(event)
+        return event
+
+    def wait_for(self, kind: str, count: int = 1, timeout: float = 60) -> dict[str, Any]:
+        """Read events until the `count`-th one of type `kind` (counting those already read)."""
+        deadline = time.monotonic() + timeout
+        while sum(e["type"] == kind for e in self.events) < count:
+            if self.next_event(max(0.0, deadline - time.monotonic())) is None:
+                raise self.fail(f"the output ended before {count} {kind!r} event(s)")
+        return [e for e in self.events if e["type"] == kind][count - 1]
+
+    def sigint(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; reads the remaining events meanwhile."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self.next_event(max(0.0, deadline - time.monotonic())) is not None:
+                pass
+            return self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except (AssertionError, subprocess.TimeoutExpired):
+            raise self.fail(f"the CLI was still running {timeout} s after being told to stop") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.stderr_file.close()
+
+    def __enter__(self) -> JsonSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
