@@ -114,8 +114,11 @@ def _required_seconds(name: str, value: Any, maximum: float = MAX_SECONDS) -> fl
 
 
 def _short(value: Any) -> str:
-    """`repr` cut to a readable length (10**400 has 401 digits)."""
-    text = repr(value)
+    """`repr` cut to a readable length (10**400 has 401 digits; 10**5000 has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 

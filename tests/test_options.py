@@ -93,7 +93,7 @@ def test_connect_timeout_is_an_option_with_a_default():
 @pytest.mark.parametrize("name", ["timeout", "first_token_timeout", "idle_timeout", "connect_timeout"])
 def test_every_timeout_has_a_maximum(name):
     assert getattr(parse_options(None, {"space": URL, name: MAX_SECONDS}), name) == MAX_SECONDS
-    for value in (MAX_SECONDS + 1, float("inf"), 10**400):
+    for value in (MAX_SECONDS + 1, float("inf"), 10**400, 10**5000):
         with pytest.raises(InvalidRequestError, match=f"{name} must be at most 86400") as info:
             parse_options(None, {"space": URL, name: value})
         assert len(str(info.value)) < 200  # 10**400 is not printed in full
