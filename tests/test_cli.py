@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
-
-CLI = [sys.executable, "-m", "qwen_space_adapter"]
+from cli_session import CLI, PtySession
 
 
 def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -42,11 +36,50 @@ def test_json_prints_one_object_per_event(qwen_replica):
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "conversation" and kinds[-1] == "done"
+    assert kinds[0] == "conversation" and kinds[-2:] == ["done", "conversation"]
     assert "reasoning" in kinds and "summary" in kinds and "delta" in kinds
     deltas = "".join(e["text"] for e in events if e["type"] == "delta")
-    assert deltas == events[-1]["text"] == 'You said: "json please". This is the first turn of our conversation.'
-    assert len(events[0]["conversation"]["session_hash"]) == 12
+    assert deltas == events[-2]["text"] == 'You said: "json please". This is the first turn of our conversation.'
+    first, final = events[0]["conversation"], events[-1]["conversation"]
+    assert len(first["session_hash"]) == 12 and first["chatbot"] == []
+    assert final["session_hash"] == first["session_hash"] and final["message_count"] == 1
+    assert "json please" in json.dumps(final["chatbot"]), "the final conversation holds the Space's chatbot"
+    queue = [e for e in events if e["type"] == "queue"]
+    assert queue and all(e["position"] >= 1 for e in queue), "queue positions count from 1, as for people"
+
+
+def test_json_reports_a_space_error_as_an_event(qwen_replica):
+    r = run("chat", "--json", "--space", qwen_replica.url, "x [[fault:error-mid-stream]] [[tokens=10]]")
+    assert r.returncode == 1
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["type"] for e in events][-2:] == ["error", "conversation"]
+    error = events[-2]
+    assert error["error"] == "SpaceAppError" and "Replica fault" in error["message"]
+    assert error["retryable"] is False
+    assert events[-1]["conversation"]["message_count"] == 1, "the Space kept the message: continue from here"
+
+
+def test_human_output_shows_queue_positions_from_1(qwen_replica):
+    r = run("chat", "--space", qwen_replica.url, "where am I in the queue?")
+    assert r.returncode == 0, r.stderr
+    assert "[in queue: position 1 of 1]" in r.stderr and "position 0" not in r.stderr
+
+
+def test_version_and_model_help():
+    from qwen_space_adapter import __version__
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"qwen-space {__version__}"
+    r = run("chat", "--help")
+    assert "--model MODEL" in r.stdout and "qwen-2.5-1m-demo" in r.stdout
+
+
+def test_replica_and_space_together_are_refused():
+    r = run("chat", "--replica", "--space", "http://127.0.0.1:9", "hello")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "qwen-space: error: --replica starts a local Space of its own; do not also give --space."
+    )
 
 
 def test_errors_are_one_line_with_a_status(tmp_path):
@@ -58,53 +91,25 @@ def test_errors_are_one_line_with_a_status(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-def _read_until(fd: int, needle: str, timeout: float = 30) -> str:
-    buf = ""
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise AssertionError(f"timed out waiting for {needle!r}; got {buf!r}")
-        try:
-            chunk = os.read(fd, 4096).decode(errors="replace")
-        except OSError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
 def test_interactive_keeps_the_conversation_and_clear_resets_it(qwen_replica):
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the CLI on a terminal
-        os.execv(sys.executable, [*CLI, "chat", "--space", qwen_replica.url])
-    try:
-        _read_until(fd, "you> ")
-        os.write(fd, b"My name is Ada.\n")
-        _read_until(fd, "you> ")
-        os.write(fd, b"What is my name?\n")
-        second = _read_until(fd, "you> ")
+    with PtySession("chat", "--space", qwen_replica.url) as term:
+        term.expect("you> ")
+        term.send("My name is Ada.\n")
+        term.expect("you> ")
+        term.send("What is my name?\n")
+        second = term.expect("you> ")
         assert 'your first message was: "My name is Ada."' in second
-        os.write(fd, b"/clear\n")
-        _read_until(fd, "you> ")
-        os.write(fd, b"Hello again.\n")
-        third = _read_until(fd, "you> ")
+        term.send("/clear\n")
+        term.expect("you> ")
+        term.send("Hello again.\n")
+        third = term.expect("you> ")
         assert "first turn of our conversation" in third and "Ada" not in third.split("Hello again.")[-1]
-        os.write(fd, b"/exit\n")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
+        term.send("/exit\n")
+        assert term.wait() == 0
 
 
 def test_ctrl_c_cancels_the_answer_on_the_space(qwen_replica):
-    before = qwen_replica.stats()["cancelled"]
+    before = qwen_replica.wait_idle(15)["cancelled"]
     proc = subprocess.Popen(
         [*CLI, "chat", "--space", qwen_replica.url, "long [[tokens=3000]] [[delay=0.01]]"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -112,8 +117,10 @@ def test_ctrl_c_cancels_the_answer_on_the_space(qwen_replica):
     try:
         assert proc.stdout.read(5) == "You s"  # the answer is streaming
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
-        assert "interrupted" in proc.stderr.read()
+        code = proc.wait(timeout=15)
+        stderr = proc.stderr.read()
+        assert code == 130, stderr
+        assert "interrupted; the answer was cancelled on the Space." in stderr, stderr
     finally:
         if proc.poll() is None:
             proc.kill()
