@@ -7,8 +7,10 @@ Registered through the `pytest11` entry point, so installing the package is enou
     pytest --qwen-space=http://127.0.0.1:7860   # any running copy
 
 Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bound to it),
-`qwen_replica` (a session-wide replica; `qwen_replica_url` is its URL) and
-`qwen_replica_factory` (replicas with settings, stopped after the test). Tests marked
+`qwen_replica` (a session-wide replica; `qwen_replica_url` is its URL),
+`qwen_replica_factory` (replicas with settings, stopped after the test; `ui=`, `agents=` and
+`mention=` pick the Qwen team's real UI and its layout) and `qwen_shared_replica` (the same, shared by
+the session: one replica per distinct settings). Tests marked
 `@pytest.mark.live` need the target; when it cannot be reached they are skipped, with the
 reason, after a probe of a few seconds instead of hanging.
 """
@@ -70,23 +72,53 @@ def qwen_replica_url(qwen_replica: Any) -> str:
     return str(qwen_replica.url)
 
 
+def _fast(settings: dict[str, Any]) -> dict[str, Any]:
+    settings.setdefault("token_delay", 0.005)
+    settings.setdefault("prefill_base", 0.02)
+    return settings
+
+
 @pytest.fixture
 def qwen_replica_factory() -> Iterator[Callable[..., Any]]:
-    """Start replicas with launch settings (faults, limits); each is stopped after the test."""
+    """Start replicas with launch settings; each is stopped after the test.
+
+    Any `ReplicaSettings` field is accepted: faults and limits, and the UI with its layout,
+    e.g. `qwen_replica_factory(ui="qwen-agent==0.0.34", agents=2, mention=False)`.
+    """
     from .replica import Replica
 
     started: list[Any] = []
 
     def start(**settings: Any) -> Any:
-        settings.setdefault("token_delay", 0.005)
-        settings.setdefault("prefill_base", 0.02)
-        replica = Replica(**settings)
+        replica = Replica(**_fast(settings))
         started.append(replica)
         replica.start()
         return replica
 
     yield start
     for replica in started:
+        replica.close()
+
+
+@pytest.fixture(scope="session")
+def qwen_shared_replica() -> Iterator[Callable[..., Any]]:
+    """Replicas shared by the whole test session: the same settings give the same running
+    replica, so a test matrix over UIs and layouts starts each one once. Tests must not rely
+    on its stats starting at zero. Stopped at the end of the session."""
+    from .replica import Replica
+
+    running: dict[str, Any] = {}
+
+    def get(**settings: Any) -> Any:
+        key = repr(sorted(_fast(settings).items()))
+        if key not in running:
+            replica = Replica(**settings)
+            replica.start()
+            running[key] = replica
+        return running[key]
+
+    yield get
+    for replica in running.values():
         replica.close()
 
 

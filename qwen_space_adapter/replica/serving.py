@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,6 +92,7 @@ class Stats:
         An outcome never set (the generator was closed: a cancel) counts as cancelled."""
         record.setdefault("tokens", 0)
         record["status"] = "running"
+        record["began"] = time.monotonic()  # with "ended": shows whether generations overlapped
         outcome = ["cancelled"]
         with self.cond:
             self.active += 1
@@ -102,6 +104,7 @@ class Stats:
             with self.cond:
                 self.active -= 1
                 record["status"] = outcome[0]
+                record["ended"] = time.monotonic()
                 setattr(self, outcome[0], getattr(self, outcome[0]) + 1)
                 self.cond.notify_all()
 
