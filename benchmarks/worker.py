@@ -9,7 +9,10 @@ Clients (same servers, same prompts, same checks):
 - `gc`: raw gradio_client, `Client.submit(...)` then `for output in job`;
 - `gcwait`: raw gradio_client that only waits for `job.result()` (its own work, not iterated);
 - `adapter`: `Qwen_Qwen_2_5M.create_async_generator(...)`;
-- `bridge`: the adapter's job-to-async bridge alone, on a plain generator endpoint (gradio 6).
+- `bridge`: the adapter's job-to-async bridge alone, on a plain generator endpoint (gradio 6);
+- `load`: the load generator of `qwen-space load` (`harness.load.load_async`), which drives the
+  adapter with N concurrent users and times every delta; its CPU per delivered update is compared
+  with raw SSE's (scenario `load_floor`: the `concurrency` scenario at the same size).
 
 Every update's text carries ` #{seq}@{server time}`; a `Recorder` turns what reached the consumer
 into latencies and checks that every stream was complete and in order (correctness, not timing).
@@ -323,6 +326,26 @@ class BridgeOnly:
         return None
 
 
+class LoadGenerator(Adapter):
+    """`qwen-space load`'s generator; warms up through the adapter like the `adapter` client."""
+
+    async def run(self, conversations: int, n: int, delay: float) -> tuple[int, list[str]]:
+        """One request per user, all users at once; (streams complete and in order, error classes)."""
+        from qwen_space_adapter.harness.load import LoadConfig, Prompt, Shape, load_async
+
+        prompts = [Prompt(prompt(n, delay, stamp=False, tag=f"L{i}")) for i in range(conversations)]
+        config = LoadConfig(self.url, Shape(users=conversations, requests=conversations), prompts, keep_text=True)
+        result = await load_async(config)
+        done, errors = 0, []
+        for record in result.levels[0].records:
+            rec = Recorder()
+            rec.feed_delta(record.text or "", 0.0)
+            done += record.status == "ok" and rec.complete(n)
+            if record.error:
+                errors.append(record.error)
+        return done, errors
+
+
 def make_client(name: str, url: str) -> Any:
     if name == "sse":
         return RawSSE(url)
@@ -336,6 +359,8 @@ def make_client(name: str, url: str) -> Any:
         return Adapter(url)
     if name == "bridge":
         return BridgeOnly(url)
+    if name == "load":
+        return LoadGenerator(url)
     raise SystemExit(f"unknown client {name!r}")
 
 
@@ -456,16 +481,23 @@ async def scenario(spec: dict[str, Any]) -> dict[str, Any]:
                 t = res[0][0]
                 runs.append({"complete": t.complete, "latencies_ms": t.latencies_ms, "head": t.text_head})
             return {"runs": runs}
-        if kind == "concurrency":
+        if kind in ("concurrency", "load_floor", "load"):
             c, n = spec["conversations"], spec["n"]
             specs = [([prompt(n, spec["delay"], stamp=False, tag=f"c{i}")], []) for i in range(c)]
             rss0 = peak_rss_mb()
+            errors: list[str] = []
             t0, c0 = time.perf_counter(), time.process_time()
             with ThreadSampler() as threads:
-                res = await conversations(client, specs)
+                if kind == "load":
+                    done, errors = await client.run(c, n, spec["delay"])
+                else:
+                    res = await conversations(client, specs)
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-            done = sum(1 for r in res if len(r) == 1 and r[0].complete)
+            if kind != "load":
+                done = sum(1 for r in res if len(r) == 1 and r[0].complete)
             return {
+                "updates_delivered": done * n,
+                "errors": errors,
                 "cpu_s": cpu,
                 "wall_s": wall,
                 "peak_threads": threads.peak,

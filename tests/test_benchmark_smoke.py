@@ -97,6 +97,20 @@ def test_growth_turns_attachment_requests_imports(report: tuple[dict[str, Any], 
         assert finite(f["imports"][module]["median_ms"])
 
 
+def test_load_generator_against_its_floor(report: tuple[dict[str, Any], Path, str]) -> None:
+    data, _, stdout = report
+    load = data["figures"]["load"]
+    users, n = data["settings"]["load_users"], data["settings"]["load_n"]
+    assert load["complete"] and len(load["rounds"]) == data["settings"]["load_rounds"]
+    for entry in load["rounds"].values():
+        for client in ("sse", "adapter", "load"):  # the same work delivered by all: every update of every answer
+            assert entry[client]["updates_delivered"] == users * n and entry[client]["users"] == users
+            assert finite(entry[client]["cpu_per_update_us"]) and not entry[client]["errors"]
+    assert finite(load["ratio"]) and finite(load["adapter_ratio"]) and finite(load["generator_over_adapter"])
+    assert any(t["target"].startswith(f"load generator, {users} users") for t in data["targets"])
+    assert "client CPU per delivered update" in stdout
+
+
 def test_outputs_written(report: tuple[dict[str, Any], Path, str]) -> None:
     data, out, stdout = report
     table = (out / "table.md").read_text()
