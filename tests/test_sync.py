@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -63,3 +67,67 @@ def test_bad_input_raises_at_the_call_in_the_callers_thread():
 async def test_ask_async(qwen_replica):
     answer = await Qwen_Qwen_2_5M.ask_async("sync hello", space=qwen_replica.url)
     assert answer.text == EXPECTED and answer.conversation is not None
+
+
+INTERRUPTED_SCRIPT = """
+import sys, threading
+from qwen_space_adapter import Qwen_Qwen_2_5M
+
+url, how = sys.argv[1], sys.argv[2]
+before = {t.ident for t in threading.enumerate()}
+try:
+    if how == "ask":
+        Qwen_Qwen_2_5M.ask("interrupt me (ask) [[tokens=3000]] [[delay=0.01]]", space=url)
+    else:
+        # A minute of "thinking": the interrupt lands while the loop waits for the next item.
+        messages = [{"role": "user", "content": "interrupt me [[fault:slow-first-token=60]]"}]
+        for item in Qwen_Qwen_2_5M.create_completion("qwen-2.5-1m", messages, space=url):
+            if type(item).__name__ == "Reasoning":
+                print("thinking", flush=True)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+else:
+    print("the answer ended without an interrupt", flush=True)
+# gradio_client's threads end by themselves once the job is over; give them a bounded while.
+# AnyIO keeps idle worker threads cached for 10 s by design: those are not left over.
+new = [t for t in threading.enumerate() if t.ident not in before and not t.name.startswith("AnyIO worker")]
+for thread in new:
+    thread.join(timeout=10)
+left = [t.name for t in new if t.is_alive()]
+print("threads left:", left, flush=True)
+"""
+
+
+def wait_for_generation(replica, marker: str, timeout: float = 30) -> None:
+    """Until the replica is generating tokens for the request whose text contains `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(marker in r["user_text"] and r["tokens"] > 0 for r in replica.stats()["requests"]):
+            return
+        time.sleep(0.05)  # polling the replica's observable state, with a deadline
+    raise AssertionError(f"the replica never started generating for {marker!r}")
+
+
+@pytest.mark.parametrize("how", ["ask", "create_completion"])
+def test_ctrl_c_in_a_script_raises_keyboard_interrupt_and_cancels(qwen_replica, tmp_path, how):
+    script = tmp_path / "script.py"
+    script.write_text(INTERRUPTED_SCRIPT)
+    before = qwen_replica.wait_idle(15)["cancelled"]
+    proc = subprocess.Popen([sys.executable, str(script), qwen_replica.url, how],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if how == "ask":
+            wait_for_generation(qwen_replica, "interrupt me (ask)")
+        else:
+            assert proc.stdout.readline() == "thinking\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "KeyboardInterrupt\n" in out and "aclose()" not in err, err
+    assert "threads left: []" in out, out
+    stats = qwen_replica.wait_idle(15)
+    assert stats["active"] == 0 and stats["cancelled"] == before + 1
