@@ -1,5 +1,7 @@
 """Drive the `qwen-space` CLI as a person does: on a pseudo-terminal, or with `--json` on pipes.
 
+Also `wait_for_generation`, for code that shows nothing while it waits (`ask()`): the replica does.
+
 Synchronisation is always on something the CLI printed (a prompt, a JSON event, a status text),
 with a deadline, never on sleeps. Every failure message carries what the CLI wrote to stderr.
 """
@@ -166,3 +168,13 @@ class JsonSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_for_generation(replica, marker: str, timeout: float = 30) -> None:
+    """Until the replica is generating tokens for the request whose text contains `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(marker in r["user_text"] and r["tokens"] > 0 for r in replica.stats()["requests"]):
+            return
+        time.sleep(0.05)  # polling the replica's observable state, with a deadline
+    raise AssertionError(f"the replica never started generating for {marker!r}")

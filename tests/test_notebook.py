@@ -193,3 +193,75 @@ def test_quickstart_notebook_runs_and_shows_the_answers(python3_kernel: str, tmp
     assert not leftover, f"the kernel still had child processes after the last cell: {leftover}"
     with pytest.raises(ProcessLookupError):
         os.kill(replica_pid, 0)
+
+
+INTERRUPTED_CELL = """
+import threading
+from qwen_space_adapter import Qwen_Qwen_2_5M, Reasoning
+
+before = {{t.ident for t in threading.enumerate()}}
+try:
+    if {how!r} == "ask":
+        Qwen_Qwen_2_5M.ask("kernel interrupt (ask) [[tokens=3000]] [[delay=0.01]]", space={url!r})
+    else:
+        messages = [{{"role": "user", "content": "kernel interrupt [[fault:slow-first-token=60]]"}}]
+        for item in Qwen_Qwen_2_5M.create_completion("qwen-2.5-1m", messages, space={url!r}):
+            if isinstance(item, Reasoning):
+                print("thinking", flush=True)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt reached the cell", flush=True)
+new = [t for t in threading.enumerate() if t.ident not in before and not t.name.startswith("AnyIO worker")]
+for thread in new:
+    thread.join(timeout=10)
+print("threads left:", [t.name for t in new if t.is_alive()], flush=True)
+"""
+
+
+def run_interrupted(km: Any, kc: Any, code: str, started: Any) -> str:
+    """Execute `code`, interrupt the kernel once `started(text so far)` says so; the cell's output."""
+    msg_id = kc.execute(code)
+    text, interrupted = "", False
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            text += content["text"]
+        elif kind == "error":
+            text += "\n".join(content["traceback"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return text
+        if not interrupted and started(text):
+            km.interrupt_kernel()
+            interrupted = True
+
+
+@pytest.mark.parametrize("how", ["create_completion", "ask"])
+def test_the_stop_button_raises_keyboard_interrupt_in_the_cell(python3_kernel: str, qwen_replica: Any, how: str):
+    """Jupyter's stop button (`interrupt_kernel`, SIGINT) during an answer, in a real kernel."""
+    from cli_session import wait_for_generation
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=python3_kernel, startup_timeout=60)
+    try:
+        before = qwen_replica.wait_idle(15)["cancelled"]
+        if how == "ask":  # ask() shows nothing while it runs: the replica tells when it generates
+
+            def started(text: str) -> bool:
+                wait_for_generation(qwen_replica, "kernel interrupt (ask)")
+                return True
+
+        else:
+
+            def started(text: str) -> bool:
+                return "thinking" in text
+
+        out = run_interrupted(km, kc, INTERRUPTED_CELL.format(how=how, url=qwen_replica.url), started)
+        assert "KeyboardInterrupt reached the cell" in out, out
+        assert "aclose()" not in out and "threads left: []" in out, out
+        stats = qwen_replica.wait_idle(15)
+        assert stats["active"] == 0 and stats["cancelled"] == before + 1
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

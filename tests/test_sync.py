@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
+from cli_session import wait_for_generation
 
 from qwen_space_adapter import InvalidRequestError, JsonConversation, Qwen_Qwen_2_5M, Reasoning
 
@@ -96,16 +96,6 @@ for thread in new:
 left = [t.name for t in new if t.is_alive()]
 print("threads left:", left, flush=True)
 """
-
-
-def wait_for_generation(replica, marker: str, timeout: float = 30) -> None:
-    """Until the replica is generating tokens for the request whose text contains `marker`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(marker in r["user_text"] and r["tokens"] > 0 for r in replica.stats()["requests"]):
-            return
-        time.sleep(0.05)  # polling the replica's observable state, with a deadline
-    raise AssertionError(f"the replica never started generating for {marker!r}")
 
 
 @pytest.mark.parametrize("how", ["ask", "create_completion"])
