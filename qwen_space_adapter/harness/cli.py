@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # one table of exit codes, the main CLI's
+
 LIVE_SPACE = "Qwen/Qwen2.5-1M-Demo"
 
 
