@@ -121,8 +121,7 @@ ROWS: tuple[Row, ...] = (
     Row("timeout", _kind("TimeoutException", "TimeoutError"),
         _unavailable("The Space at {url} did not answer in time (connect_timeout); retry later.")),
     Row("stream cut", lambda e, t, s: isinstance(e, concurrent.futures.CancelledError)
-        or t == "Server stopped." or _kind("RemoteProtocolError", "ReadError")(e, t, s),
-        _interrupted),
+        or t == "Server stopped.", _interrupted),
     Row("transport", _kind("TransportError", "NetworkError"),
         _unavailable("The connection to the Space at {url} failed ({name}); retry later.")),
     Row("queue full", _kind("QueueError"),

@@ -1,4 +1,4 @@
-"""Error mapping: what gradio_client and httpx raise becomes one clear QwenSpaceError each."""
+"""The one error table (failures.py): each row, and what no row explains."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError, TooManyRequestsError
 
 from qwen_space_adapter import (
+    AdapterBugError,
     APIChangedError,
+    InvalidRequestError,
     QueueFullError,
     RateLimitedError,
     SpaceAppError,
     SpaceUnavailableError,
     StreamInterruptedError,
 )
-from qwen_space_adapter.bridge import app_error, job_error
-from qwen_space_adapter.session import map_connect_error
+from qwen_space_adapter.failures import ROWS, app_error, is_config_mismatch, translate
 
 URL = "https://x.hf.space"
 
@@ -39,21 +40,70 @@ def response(status: int) -> httpx.Response:
          RateLimitedError, "rate limiting"),
         (httpx.HTTPStatusError("x", request=response(401).request, response=response(401)),
          SpaceUnavailableError, "hf_token"),
+        (httpx.HTTPStatusError("x", request=response(403).request, response=response(403)),
+         SpaceUnavailableError, "private or gated"),
+        (httpx.HTTPStatusError("x", request=response(404).request, response=response(404)),
+         APIChangedError, "re-reads its config"),
         (ValueError(f"Could not fetch config for {URL}"), SpaceUnavailableError, "not serving"),
-        (KeyError("dependencies"), APIChangedError, "API has changed"),
         (ValueError(f"Could not get Gradio config from: {URL}"), SpaceUnavailableError, "not with a Gradio app"),
+        (httpx.UnsupportedProtocol("a://"), InvalidRequestError, "check space=, proxy="),
+        (UnicodeEncodeError("latin-1", "\u20ac", 0, 1, "x"), InvalidRequestError, "cannot carry"),
+        (httpx.ProxyError("socks"), SpaceUnavailableError, "proxy"),
+        (IndexError("list index out of range"), APIChangedError, "no longer has the step"),
     ],
 )
 def test_connect_errors(raised, expected, words):
-    err = map_connect_error(raised, URL)
+    err = translate(raised, URL)
     assert type(err) is expected and words in str(err)
 
 
-def test_401_is_not_retryable_but_503_is():
-    assert not map_connect_error(
-        httpx.HTTPStatusError("x", request=response(401).request, response=response(401)), URL
-    ).retryable
-    assert map_connect_error(ValueError(f"Could not fetch config for {URL}"), URL).retryable
+def test_what_no_row_explains_is_named_as_a_bug_not_an_api_change():
+    err = translate(ValueError("something odd"), URL)
+    assert type(err) is AdapterBugError and "bug in the adapter" in str(err) and "ValueError" in str(err)
+    assert type(translate(KeyError("dependencies"), URL)) is AdapterBugError
+
+
+def test_retryable_only_where_a_retry_can_help():
+    def status(code):
+        return httpx.HTTPStatusError("x", request=response(code).request, response=response(code))
+
+    assert not translate(status(401), URL).retryable
+    assert translate(ValueError(f"Could not fetch config for {URL}"), URL).retryable
+    assert not translate(httpx.ProxyError("socks"), URL).retryable
+    assert not translate(httpx.UnsupportedProtocol("a://"), URL).retryable
+
+
+def test_config_mismatches_are_told_apart():
+    assert is_config_mismatch(translate(IndexError("list index out of range"), URL))
+    assert is_config_mismatch(app_error("'Expected 3 inputs, got 2'"))
+    assert not is_config_mismatch(app_error("'The model failed.'"))
+    assert not is_config_mismatch(translate(httpx.ConnectError("refused"), URL))
+
+
+def test_every_row_is_reachable():
+    # Each row must be the first match for at least one of the cases above or below.
+    cases = [
+        SpaceAppError("x"), httpx.UnsupportedProtocol("a://"), httpx.ConnectError("refused"),
+        httpx.ProxyError("p"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("eof"),
+        httpx.WriteError("w"), QueueError("full"), TooManyRequestsError("slow down"),
+        httpx.HTTPStatusError("x", request=response(401).request, response=response(401)),
+        httpx.HTTPStatusError("x", request=response(404).request, response=response(404)),
+        httpx.HTTPStatusError("x", request=response(503).request, response=response(503)),
+        ValueError(f"Could not get Gradio config from: {URL}"), AppError("boom"),
+        IndexError("list index out of range"), __import__("ssl").SSLError("bad cert"),
+        concurrent.futures.CancelledError(),
+    ]
+    from gradio_client.exceptions import ValidationError
+
+    cases.append(ValidationError("bad input"))
+    hit = set()
+    for exc in cases:
+        text = str(exc)
+        for row in ROWS:
+            if row.match(exc, text, __import__("qwen_space_adapter.failures", fromlist=["_status"])._status(exc, text)):
+                hit.add(row.name)
+                break
+    assert {row.name for row in ROWS} - hit == set()
 
 
 @pytest.mark.parametrize(
@@ -69,7 +119,7 @@ def test_401_is_not_retryable_but_503_is():
     ],
 )
 def test_job_errors(raised, expected, words):
-    err = job_error(raised, URL)
+    err = translate(raised, URL)
     assert type(err) is expected and words in str(err)
 
 

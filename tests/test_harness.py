@@ -69,7 +69,7 @@ def test_check_replica_passes_every_check_and_writes_reports(tmp_path: Path) -> 
     assert report["format"] == "qwen-space-check" and report["passed"] is True and report["replica"]
     assert [c["name"] for c in report["checks"]] == list(CHECK_NAMES)
     assert {c["status"] for c in report["checks"]} == {PASS}
-    assert report["space"]["add_text"] == 1 and report["space"]["predict"] == 2
+    assert report["space"]["chain"] == [1, 2] and report["space"]["answer"] == 2
     for key in ("queue_wait", "time_to_first_token", "inter_token_gap", "tokens_per_second"):
         dist = report["metrics"][key]
         assert dist["n"] > 0 and dist["p50"] <= dist["p90"] <= dist["p99"]
@@ -157,7 +157,7 @@ def changed_space() -> Iterator[str]:
 def test_api_check_fails_when_the_space_changed(qwen_replica: Any, changed_space: str) -> None:
     assert _status(qwen_replica.url, "api")[0] == PASS
     status, detail = _status(changed_space, "api")
-    assert status == FAIL and "no longer has the add_text -> predict endpoints" in detail
+    assert status == FAIL and "no input whose submit leads to a chatbot" in detail
 
 
 class _LossyTracker(DeltaTracker):
@@ -178,7 +178,7 @@ class _LossyTracker(DeltaTracker):
 
 def _forgetful_open_client(real: Any) -> Any:
     """An adapter bug: every turn goes to a fresh session, so the Space forgets the history."""
-    return lambda info, session_hash: real(info, generate_session_hash())
+    return lambda info, session_hash, *a: real(info, generate_session_hash(), *a)
 
 
 def _lenient_validate(real: Any) -> Any:
@@ -202,7 +202,9 @@ BROKEN: dict[str, Any] = {
     "events": lambda mp: mp.setattr(
         turn, "DeltaTracker", lambda: DeltaTracker(placeholder="(none)", marker="\n<nothing>")
     ),
-    "context": lambda mp: mp.setattr(turn, "open_client", _forgetful_open_client(turn.open_client)),
+    "context": lambda mp: mp.setattr(
+        turn.session, "open_client", _forgetful_open_client(turn.session.open_client)
+    ),
     "system": lambda mp: mp.setattr(
         provider, "build_prompt",
         lambda msgs, new_from=0, real=provider.build_prompt: real(
@@ -278,7 +280,8 @@ def test_shipped_fixture_is_a_valid_replayable_transcript() -> None:
         gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(generating)]
         assert [s.delay for s in steps[1:]] == pytest.approx(gaps)
         assert [s.delay for s in fast] == pytest.approx([s.delay / 4 for s in steps])
-    assert player.turn(len(player.turns)) is player.turns[0]  # a longer session cycles
+    with pytest.raises(replay.ReplayExhausted, match="records 3 turn"):
+        player.turn(len(player.turns))  # a longer session is an error, never a silent wrap-around
     with pytest.raises(replay.TranscriptError):
         replay.validate({"format": "something else"})
 

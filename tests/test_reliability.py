@@ -205,8 +205,14 @@ async def test_nothing_is_retried_after_the_first_delta(qwen_replica, mocker):
 
 async def test_changed_api_is_refused_with_what_changed(qwen_replica_factory, no_thread_leak):
     replica = qwen_replica_factory(app=str(APPS / "changed_api.py"))
-    with anyio.fail_after(30), pytest.raises(APIChangedError, match=r"fn 0: \(textbox, chatbot\)"):
+    with anyio.fail_after(30), pytest.raises(APIChangedError, match=r"fn 0: \(textbox\) -> \(textbox\)"):
         await drain(replica.url, "hello")
+
+
+async def test_gradios_own_chat_pattern_is_driven_like_any_page(qwen_replica_factory, no_thread_leak):
+    replica = qwen_replica_factory(app=str(APPS / "changed_api.py"), extra_args=["--mode", "chat"])
+    with anyio.fail_after(30):
+        assert await drain(replica.url, "hello") == "changed"
 
 
 # --- leaks, load, isolation ---------------------------------------------------------------

@@ -44,7 +44,7 @@ instead). `bot` is the bot side of the chatbot's last `[user, bot]` pair after a
 message's diff, exactly as the Space sent it; `text` is its text (several bot messages joined by
 a blank line). Other kinds: `error` (`"error"`: the Space's message; the recording stops there)
 and `other` (`"msg"`: an unknown message type, kept for inspection). Replay sends the
-`generating` updates of turn k for a session's k-th message (cycling), the first at once and
+`generating` updates of turn k for a session's k-th message, the first at once and
 each next one after the recorded gap divided by the speed, and raises `error` updates.
 
 JSON report (`--json`): `{"format": "qwen-space-check", "version": 1, "target", "url",

@@ -30,9 +30,9 @@ import httpx
 
 from ..conversation import JsonConversation
 from ..deltas import SUMMARY_MARKER, THINKING, bot_text
-from ..endpoints import CHATBOT_TYPES, discover
 from ..errors import InvalidRequestError, QwenSpaceError
 from ..events import QueueStatus, Reasoning, Summary, TextRewritten
+from ..page import Page
 from ..provider import Qwen_Qwen_2_5M
 from .metrics import AnswerTiming, Distribution, summarize
 
@@ -216,19 +216,18 @@ async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
     except ValueError:
         raise CheckFailed(f"{ctx.url}/config is not JSON: not a Gradio app") from None
     try:
-        api = discover(config)
+        page = Page.from_config(config)
     except QwenSpaceError as e:
         raise CheckFailed(str(e)) from None
-    if api.chatbot_type not in CHATBOT_TYPES or api.predict_outputs[:1] != (api.chatbot_type,):
-        raise CheckFailed(f"predict does not output the chatbot: {api.predict_outputs}")
-    data = {**api.describe(), "predict_extra_inputs": list(api.predict_extra_inputs)}
+    data = page.describe()
     ctx.api = data
-    notes = "" if api.multimodal else "; text-only input: attachments cannot work"
-    if (api.add_text, api.predict) != (1, 2):
-        notes += "; fn indices moved from the recorded 1/2 (discovered by wiring)"
+    notes = "" if page.multimodal else "; text-only input: attachments cannot work"
+    steps = " -> ".join(
+        f"fn {s.fn_index}{' (answer)' if i == page.answer else ''}" for i, s in enumerate(page.chain)
+    )
     return (
-        f"Gradio {api.version} ({api.protocol}): add_text=fn {api.add_text}, predict=fn "
-        f"{api.predict}, {api.input_type} -> {api.chatbot_type}{notes}",
+        f"Gradio {page.version} ({page.protocol}): submit runs {steps}, "
+        f"{page.input_type} -> {page.chatbot_type}{notes}",
         data,
     )
 

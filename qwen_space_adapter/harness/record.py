@@ -2,7 +2,7 @@
 
 Why not record through the adapter: the adapter coalesces updates that arrive together and
 turns snapshots into deltas, so its output is already an interpretation. The recorder drives the
-Space with gradio_client itself (the endpoints found by `endpoints.discover`) and stamps every
+Space with gradio_client itself (the submit chain of its page, `page.Page`) and stamps every
 raw server message the moment the client's reader thread receives it (the tap of
 `_gc_internals`), so nothing is merged, dropped or delayed by a polling quantum. Diffs are
 applied as they come, and each update is stored as the bot side of the chatbot's last pair.
@@ -25,9 +25,10 @@ from typing import Any
 from .. import _gc_internals as gci
 from ..conversation import generate_session_hash
 from ..deltas import apply_diff
-from ..endpoints import SpaceAPI, discover
+from ..failures import translate
+from ..page import Page, Step, as_wire
 from ..replica import replay
-from ..session import SpaceTarget, close_client, map_connect_error
+from ..session import SpaceTarget, close_client, upload
 
 # One conversation that exercises what the adapter cares about: a first turn, then turns that
 # need the session's history. Plausible for the real model and for the replica alike.
@@ -76,9 +77,12 @@ def _bot(chatbot: Any) -> Any:
 
 
 def updates_from_messages(
-    messages: list[tuple[float, dict[str, Any]]], start: float, diffs: bool
+    messages: list[tuple[float, dict[str, Any]]], start: float, diffs: bool, position: int = 0
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Turn raw predict messages into transcript updates; also return the final chatbot."""
+    """Turn raw answer-step messages into transcript updates; also return the final chatbot.
+
+    `position` is the chatbot's place among the step's outputs.
+    """
     updates: list[dict[str, Any]] = []
     current: Any = None
     for stamp, msg in messages:
@@ -92,8 +96,9 @@ def updates_from_messages(
         elif kind == "process_starts":
             updates.append({"t": t, "kind": "started"})
         elif kind == "process_generating":
-            data = (msg.get("output") or {}).get("data") or [None]
-            current = data[0] if current is None or not diffs else apply_diff(current, data[0])
+            data = (msg.get("output") or {}).get("data") or []
+            value = data[position] if position < len(data) else None
+            current = value if current is None or not diffs else apply_diff(current, value)
             updates.append({"t": t, "kind": "generating", "bot": _bot(current),
                             "text": replay.text_of(_bot(current))})
         elif kind == "process_completed":
@@ -101,8 +106,8 @@ def updates_from_messages(
             if not msg.get("success", True) or "error" in output:
                 updates.append({"t": t, "kind": "error", "error": output.get("error")})
             else:
-                data = output.get("data") or [None]
-                current = data[0]
+                data = output.get("data") or []
+                current = data[position] if position < len(data) else current
                 updates.append({"t": t, "kind": "completed", "bot": _bot(current),
                                 "text": replay.text_of(_bot(current))})
         else:
@@ -110,10 +115,10 @@ def updates_from_messages(
     return updates, current
 
 
-def _as_wire(result: Any, api: SpaceAPI) -> list[Any]:
-    from ..bridge import as_wire
-
-    return as_wire(result, api.add_text_outputs)
+def _run_step(client: Any, page: Page, step: Step, values: dict[int, Any], timeout: float) -> None:
+    """Run a step that is not the answer, as the page does, and keep its outputs."""
+    result = client.submit(*page.args(step, values), fn_index=step.fn_index).result(timeout=timeout)
+    page.apply(step, values, as_wire(result, page.skipped_outputs(step)))
 
 
 def _poll_job(job: Any, start: float, timeout: float) -> list[tuple[float, dict[str, Any]]]:
@@ -158,8 +163,6 @@ def record_transcript(
     `files` are attached to the first prompt. A turn that fails is recorded (as an `error`
     update) and ends the recording, since later turns would answer a different history.
     """
-    from gradio_client import handle_file
-
     import qwen_space_adapter
 
     target = SpaceTarget(url=url.rstrip("/"), token=token)
@@ -167,26 +170,32 @@ def record_transcript(
     try:
         client = gci.AdapterClient(target.url, **target.client_kwargs())
     except Exception as exc:
-        raise map_connect_error(exc, target.url) from None
+        raise translate(exc, target.url) from None
     try:
-        api = discover(client.config)
+        page = Page.from_config(client.config)
+        answer = page.answer_step
+        position = answer.outputs.index(page.chatbot_id)
         session_hash = generate_session_hash()
         client.session_hash = session_hash
         tapped = gci.tap_supported()
         if tapped:
             gci.tap(client, recorder.sink, recorder.on_register)
-        diffs = api.protocol != "sse_v1"
-        chatbot: list[Any] = []
+        diffs = page.protocol != "sse_v1"
+        values = page.initial_values()
+        if values.get(page.chatbot_id) is None:
+            values[page.chatbot_id] = []
         turns: list[dict[str, Any]] = []
         for index, prompt in enumerate(prompts):
-            attach = [handle_file(str(p)) for p in files] if index == 0 else []
-            value: Any = {"text": prompt, "files": attach} if api.multimodal else prompt
+            attach = [
+                upload(client, Path(p).name, Path(p).read_bytes(), "text/plain") for p in files
+            ] if index == 0 else []
+            values[page.input_id] = page.user_value(prompt, attach)
             t0 = time.monotonic()
-            added = client.submit(value, chatbot, fn_index=api.add_text).result(timeout=timeout)
+            for step in page.chain[: page.answer]:
+                _run_step(client, page, step, values, timeout)
             add_seconds = time.monotonic() - t0
-            chatbot = _strip_meta(_as_wire(added, api)[api.add_text_chatbot])
             start = time.monotonic()
-            job = client.submit(chatbot, *api.predict_extra_inputs, fn_index=api.predict)
+            job = client.submit(*page.args(answer, values), fn_index=answer.fn_index)
             failed: str | None = None
             if tapped:
                 try:
@@ -197,7 +206,7 @@ def record_transcript(
                 messages = recorder.take(event_id)
             else:
                 messages = _poll_job(job, start, timeout)
-            updates, final = updates_from_messages(messages, start, diffs and tapped)
+            updates, final = updates_from_messages(messages, start, diffs and tapped, position)
             failed = failed or next((str(u["error"]) for u in updates if u["kind"] == "error"), None)
             if failed and not any(u["kind"] == "error" for u in updates):
                 updates.append({"t": round(time.monotonic() - start, 6), "kind": "error", "error": failed})
@@ -210,7 +219,9 @@ def record_transcript(
             })
             if failed or final is None:
                 break
-            chatbot = _strip_meta(final)
+            values[page.chatbot_id] = final
+            for step in page.chain[page.answer + 1 :]:
+                _run_step(client, page, step, values, timeout)
     finally:
         close_client(client)
     transcript = {
@@ -218,7 +229,7 @@ def record_transcript(
         "version": replay.VERSION,
         "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "target": target.url,
-        "space": api.describe(),
+        "space": page.describe(),
         "recorder": {
             "qwen_space_adapter": getattr(qwen_space_adapter, "__version__", "?"),
             "gradio_client": gci.GC_VERSION,
@@ -228,12 +239,6 @@ def record_transcript(
         "turns": turns,
     }
     return replay.validate(transcript)
-
-
-def _strip_meta(value: Any) -> Any:
-    from ..turn import strip_file_meta
-
-    return strip_file_meta(value)
 
 
 def save_transcript(transcript: dict[str, Any], path: str | Path) -> Path:

@@ -1,7 +1,9 @@
-"""A Space whose API changed: a plain Textbox and a messages-style Chatbot (Gradio 4.44).
+"""Spaces of other shapes (Gradio 4.44), served by the replica launcher (`Replica(app=...)`).
 
-Served by the replica launcher (`Replica(app=...)`) to prove the adapter refuses it with a
-clear APIChangedError instead of sending requests it cannot interpret.
+- `--mode no-chat` (default): a Space that is not a chat UI at all (a textbox that echoes into a
+  textbox), which the adapter must refuse with a clear APIChangedError;
+- `--mode chat`: Gradio's own chat pattern (a Textbox submit writing a messages-style Chatbot),
+  which the adapter drives like any other page.
 """
 
 import argparse
@@ -17,6 +19,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--mode", choices=("no-chat", "chat"), default="no-chat")
     args, _ = ap.parse_known_args()
     port = args.port
     if not port:
@@ -30,9 +33,13 @@ def main() -> None:
         return "", history
 
     with gr.Blocks() as demo:
-        chatbot = gr.Chatbot(type="messages")
         box = gr.Textbox()
-        box.submit(respond, [box, chatbot], [box, chatbot])
+        if args.mode == "chat":
+            chatbot = gr.Chatbot(type="messages")
+            box.submit(respond, [box, chatbot], [box, chatbot])
+        else:
+            out = gr.Textbox()
+            box.submit(lambda text: text, [box], [out])
     demo.queue()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
