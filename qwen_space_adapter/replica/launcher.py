@@ -182,7 +182,8 @@ class Replica:
                 if not e.retry:
                     break
         self.close()
-        earlier = f" (earlier attempts: {'; '.join(causes[:-1])})" if len(causes) > 1 else ""
+        earlier = "; ".join(c.splitlines()[0] for c in causes[:-1])
+        earlier = f"\n(after {len(causes) - 1} earlier attempt(s): {earlier})" if earlier else ""
         raise ReplicaError(f"The {chosen.ui} replica did not start: {causes[-1]}{earlier}")
 
     def _start_once(self, python: Path, chosen: Flavor, timeout: float) -> str:
@@ -223,10 +224,17 @@ class Replica:
             return url
         waited = time.monotonic() - began
         code = self.process.poll()
+        if code is None and waited < timeout:  # its stdout ended: it is exiting, or has closed it
+            try:
+                code = self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = None
         self.stop()
         reason = self._reason()
         if code is None:
-            raise _NotStarted(f"no readiness line within {waited:.0f} s. Its log:\n{self.log_tail()}", retry=False)
+            what = (f"no readiness line within {timeout:.0f} s" if waited >= timeout
+                    else "it closed its output without a readiness line")
+            raise _NotStarted(f"{what}. Its log:\n{self.log_tail()}", retry=False)
         if reason:
             raise _NotStarted(reason, retry=False)
         raise _NotStarted(f"it exited with code {code}. Its log:\n{self.log_tail()}", retry=True)
