@@ -11,8 +11,9 @@ Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bou
 `qwen_replica_factory` (replicas with settings, stopped after the test; `ui=`, `agents=` and
 `mention=` pick the Qwen team's real UI and its layout) and `qwen_shared_replica` (the same, shared by
 the session: one replica per distinct settings). Tests marked
-`@pytest.mark.live` need the target; when it cannot be reached they are skipped, with the
-reason, after a probe of a few seconds instead of hanging.
+`@pytest.mark.live` need the target. Without `--qwen-space` they are skipped; with a target
+that cannot be reached (a probe of a few seconds, never a hang) they fail, each with the reason:
+a typo in CI's target must not look green.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def qwen_shared_replica() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(scope="session")
 def qwen_space_url(request: pytest.FixtureRequest) -> str:
-    """The URL of the `--qwen-space` target; skips the test when it is unset or unreachable."""
+    """The URL of the `--qwen-space` target: skips the test when none was given, fails it when
+    the given target cannot be reached (probed once per session)."""
     from .session import space_url
 
     target = request.config.getoption("--qwen-space")
@@ -136,7 +138,11 @@ def qwen_space_url(request: pytest.FixtureRequest) -> str:
     url = space_url(target)
     reason = probe(url)
     if reason:
-        pytest.skip(f"--qwen-space target unreachable: {reason}")
+        pytest.fail(
+            f"--qwen-space={target} was given but cannot be used: {reason}. Fix the target, or leave "
+            "the option out to skip the live tests.",
+            pytrace=False,
+        )
     return url
 
 
