@@ -155,12 +155,22 @@ async def test_non_streaming_call_on_a_bound_subclass(qwen_replica, document):
 
 
 def test_sync_client(qwen_replica):
+    client = Client(provider=Qwen_Qwen_2_5M)
     prompt = unique("From g4f's sync client")
-    result = Client(provider=Qwen_Qwen_2_5M).chat.completions.create(
-        model="qwen-2.5-1m", messages=[{"role": "user", "content": prompt}], space=qwen_replica.url
-    )
+    messages = [{"role": "user", "content": prompt}]
+    result = client.chat.completions.create(model="qwen-2.5-1m", messages=messages, space=qwen_replica.url)
     assert result.choices[0].message.content.startswith(f'You said: "{prompt}".')
-    assert result.conversation["space"] == qwen_replica.url
+    # g4f's sync client hands the conversation back as a plain dict (its own `get_dict()`), as the
+    # README says; passed back as it is, it continues the Space's session.
+    conversation = result.conversation
+    assert type(conversation) is dict and conversation["space"] == qwen_replica.url
+    messages += [{"role": "assistant", "content": result.choices[0].message.content},
+                 {"role": "user", "content": "Who spoke first?"}]
+    again = client.chat.completions.create(
+        model="qwen-2.5-1m", messages=messages, space=qwen_replica.url, conversation=conversation
+    )
+    assert f'your first message was: "{prompt}"' in again.choices[0].message.content
+    assert again.conversation["session_hash"] == conversation["session_hash"]
 
 
 @pytest.mark.anyio
