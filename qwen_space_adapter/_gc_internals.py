@@ -166,6 +166,7 @@ class AdapterClient(Client):
         self._cached = cached
         self.reader_transports: list[ShuttableTransport] = []
         self.reader_timeout = reader_timeout
+        self.left_unfinished = False  # a job was cancelled before it completed
         super().__init__(src, **kwargs)
         self.httpx_kwargs = _ReaderKwargs(self.httpx_kwargs, self)
         # The adapter uploads files itself, as a browser does (with `mime_type`), and sends file

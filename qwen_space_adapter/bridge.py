@@ -232,12 +232,22 @@ async def cancel_job(job: Any) -> None:
     """Cancel a job on the Space and wait (bounded) for its threads; never raises."""
     if job is None:
         return
+    communicator = getattr(job, "communicator", None)
+    known = getattr(communicator, "event_id", None)
     with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_GRACE):
         try:
             await anyio.to_thread.run_sync(job.cancel)
         except Exception:
             pass
         await anyio.to_thread.run_sync(_wait_future, job, CANCEL_GRACE)
+        # Cancelled while joining the queue: the cancel went out without an event id, and the
+        # join may still have gone through. Now that the id is known, cancel it by name.
+        cancel_fn = getattr(job, "cancel_fn", None)
+        if known is None and getattr(communicator, "event_id", None) is not None and cancel_fn:
+            try:
+                await anyio.to_thread.run_sync(cancel_fn)
+            except Exception:
+                pass
 
 
 def _wait_future(job: Any, timeout: float) -> None:

@@ -241,13 +241,31 @@ def _join_reader(client: Any) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def end_client(client: Any, grace: float = READER_GRACE) -> None:
+def _drop_queued(client: Any) -> None:
+    """Remove the session's queued events from the Space's queue.
+
+    Gradio's `/cancel` stops running events only: a job cancelled while queued would still run
+    later, answering into the session's history. Gradio removes a session's queued events when
+    one of its streams disconnects, so open one and close it at once.
+    """
+    try:
+        with httpx.stream(
+            "GET", client.sse_url, params={"session_hash": client.session_hash},
+            headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
+            **dict(client.httpx_kwargs),
+        ):
+            pass
+    except Exception:
+        pass
+
+
+async def end_client(client: Any, grace: float = READER_GRACE, cancelled: bool = False) -> None:
     """End a turn's client: its reader first (it must not outlive the turn), then its threads.
 
     The Space closes a session's stream once its last event completed; a turn waits up to
     `grace` for that, so no message of this turn is left for the next reader. Past it (a Space
-    that never answers, a trickling proxy) the connection is cut. Shielded: a cancelled caller
-    still leaves nothing behind.
+    that never answers, a trickling proxy) the connection is cut. After a cancelled turn the
+    session's queued events are dropped. Shielded: a cancelled caller still leaves nothing behind.
     """
     with anyio.CancelScope(shield=True):
         with anyio.move_on_after(grace) as scope:
@@ -258,6 +276,9 @@ async def end_client(client: Any, grace: float = READER_GRACE) -> None:
                 end()
             with anyio.move_on_after(READER_JOIN):
                 await anyio.to_thread.run_sync(_join_reader, client, abandon_on_cancel=True)
+        if cancelled:
+            with anyio.move_on_after(READER_JOIN):
+                await anyio.to_thread.run_sync(_drop_queued, client, abandon_on_cancel=True)
     close_client(client, wait=False)
 
 

@@ -125,6 +125,7 @@ async def _follow(
     finally:
         await events.aclose()
         if not follower.finished:
+            client.left_unfinished = True
             await bridge.cancel_job(job)
 
 
@@ -341,7 +342,7 @@ async def _attempt(
             async for item in chain:
                 yield item
     finally:
-        await session.end_client(turn.client)
+        await session.end_client(turn.client, cancelled=turn.client.left_unfinished)
 
 
 def _has_history(conversation: JsonConversation, message_count: int) -> bool:

@@ -224,7 +224,9 @@ async def test_stream_context_cancels_at_the_end_of_the_block(qwen_replica):
         kept = stream  # still referenced: only the block's end can close it
     after = await anyio.to_thread.run_sync(qwen_replica.wait_idle, 15.0)
     assert after["active"] == 0 and after["cancelled"] == before + 1
-    assert kept.ag_running is False
+    assert kept.ag_frame is None, "the block's end closed the generator"
+    with pytest.raises(StopAsyncIteration):
+        await kept.__anext__()  # an unclosed generator would yield the next delta here
 
 
 async def test_session_hash_format():

@@ -46,11 +46,6 @@ def test_ctrl_c_cancels_the_answer_in_each_phase(qwen_replica, phase, prompt, ev
         assert stats["active"] == 0 and stats["cancelled"] == before + 1, cli.fail(f"{phase}: {stats}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gradio 4.44's /cancel leaves a queued event in the queue; the fix belongs in bridge.cancel_job "
-    "(drop one /queue/data stream of the session: the server then cleans its queued events)",
-)
 def test_ctrl_c_while_queued_removes_the_job_from_the_queue(qwen_replica_factory):
     replica = qwen_replica_factory(concurrency_limit=1)
     with JsonSession("--space", replica.url, "blocker [[fault:slow-first-token=60]]") as blocker:
