@@ -8,6 +8,7 @@ message only. Every step waits for what the terminal shows, never for time to pa
 
 from __future__ import annotations
 
+import pytest
 from cli_session import PtySession
 
 PROMPT = "you> "
@@ -87,10 +88,13 @@ def test_the_status_line_counts_the_seconds_while_the_space_thinks(qwen_replica)
         assert term.wait() == 0
 
 
-def test_a_file_is_uploaded_with_the_first_message_only(qwen_replica, tmp_path):
+@pytest.mark.parametrize("ui", ["hand", "qwen-agent"])
+def test_a_file_is_uploaded_with_the_first_message_only(qwen_replica, qwen_replica_factory, tmp_path, ui):
+    """On the hand-made UI and on Qwen-Agent's real one: turn 2 uploads nothing, in the same session."""
+    replica = qwen_replica if ui == "hand" else qwen_replica_factory(ui=ui)
     doc = tmp_path / "keys.txt"
     doc.write_text("The pass key is 71432.")
-    with PtySession("chat", "--space", qwen_replica.url, "--file", str(doc)) as term:
+    with PtySession("chat", "--space", replica.url, "--file", str(doc)) as term:
         term.expect(PROMPT)
         term.send("attach-once: what is the pass key?\n")
         assert "The pass key is 71432." in term.expect(PROMPT)
@@ -102,11 +106,11 @@ def test_a_file_is_uploaded_with_the_first_message_only(qwen_replica, tmp_path):
         term.expect(PROMPT)
         term.send("/exit\n")
         assert term.wait() == 0
-    files = [(r["user_text"], r["files"]) for r in requests_of(qwen_replica, "attach-once")]
+    files = [(r["user_text"], r["files"]) for r in requests_of(replica, "attach-once")]
     assert files == [
         ("attach-once: what is the pass key?", ["keys.txt"]),
         ("attach-once: and again?", []),
         ("attach-once: fresh start", ["keys.txt"]),
     ]
-    follow_up = requests_of(qwen_replica, "and again")[0]
+    follow_up = requests_of(replica, "and again")[0]
     assert follow_up["history_turns"] == 1, "the follow-up is answered in the session that holds the file"
