@@ -177,7 +177,11 @@ def write_png(result: LoadResult, path: str | Path) -> Path:
     ax.plot(xs, data["series"]["goodput_per_s"], "--s", label=f"goodput/s ({result.config.slo})")
     ax.set_title("throughput", fontsize=8)
     ax.set_ylabel("requests per second")
+    doubling = len(xs) >= 3 and min(xs) > 0 and max(xs) / min(xs) >= 4  # 1,2,4,8,...: even steps on log2
     for ax in axes:
+        if doubling:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel("concurrent users" if data["x"] == "users" else "arrival rate (requests/s)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
