@@ -140,7 +140,6 @@ def test_open_loop_ramp_and_turns(qwen_replica_url: str) -> None:
 
 
 def test_sweep_writes_png_and_json_that_match(qwen_replica_url: str, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     jsonl = write_jsonl(tmp_path / "p.jsonl", ["[[tokens=6]]", "[[tokens=12]]"])
     out = {k: tmp_path / f"r.{k}" for k in ("json", "csv", "png")}
     proc = subprocess.run(
