@@ -172,7 +172,7 @@ def _run(cmd: list[str], flavor: Flavor, env: Path, what: str) -> None:
                           env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise ReplicaError(
-            f"Could not {what} for the {flavor.ui} replica in {env}:\n{tail}\n"
-            "Check that PyPI is reachable, then retry."
-        )
+        advice = ("The environment installed but does not import: its pins (replica/flavors.py) "
+                  "need a fix for this Python; try another with --python."
+                  if what == "import the UI" else "Check that PyPI is reachable, then retry.")
+        raise ReplicaError(f"Could not {what} for the {flavor.ui} replica in {env}:\n{tail}\n{advice}")

@@ -4,8 +4,9 @@ Flavors:
 - `hand` (default): the hand-made app (`app.py`), shaped like the live Space; fast to build.
 - `qwen-agent` = `qwen-agent==0.0.11`: the Qwen team's own UI (`qwen_agent.gui.web_ui.WebUI`) on
   Gradio 4.44.0 + modelscope_studio 0.5.0, the stack of the Space's time.
-- `qwen-agent==X` for any release from 0.0.11 to 0.0.34 (0.0.34: Gradio 5.23.1 +
-  modelscope_studio 1.1.7 through `components.legacy`).
+- `qwen-agent==X` for any release from 0.0.11 to 0.0.34. From 0.0.12 on the GUI is on Gradio 5
+  (0.0.12-0.0.14: `gradio>=5.0.0` with gradio_client 1.4.0 and modelscope_studio 1.0 betas; later
+  ones up to 0.0.34: Gradio 5.23.1 + modelscope_studio 1.1.7), through `components.legacy`.
 
 A Qwen-Agent release is installed without its dependencies, then with exactly what the
 `qwen_agent.gui.web_ui` import chain needs (found by importing; checked after every build) plus
@@ -32,14 +33,16 @@ PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 """Python versions every flavor is built and tested on."""
 
 AUDIOOP = 'audioop-lts; python_version >= "3.13"'
+# dashscope (imported by qwen_agent.llm) reads TOML with tomli below 3.11 without declaring it.
+TOMLI = 'tomli; python_version < "3.11"'
 FIRST, LAST = (0, 0, 11), (0, 0, 34)
 DEFAULT_RELEASE = "0.0.11"
 
 # What `from qwen_agent.gui.web_ui import WebUI` imports beyond Gradio, per Gradio generation
 # of the release's GUI (measured by importing in an empty environment).
 IMPORT_CHAIN = {
-    4: ("openai", "tiktoken", "json5", "dashscope"),
-    5: ("openai", "tiktoken", "json5", "dashscope", "soundfile", "python-dotenv"),
+    4: ("openai", "tiktoken", "json5", "dashscope", TOMLI),
+    5: ("openai", "tiktoken", "json5", "dashscope", TOMLI, "soundfile", "python-dotenv"),
 }
 # What the release's `gui` pins need so that they import and serve under today's packages.
 COMPAT = {
@@ -100,7 +103,7 @@ def flavor(ui: str | None) -> Flavor:
     if not FIRST <= _version(release) <= LAST:
         raise ReplicaError(
             f"qwen-agent=={release} is not a supported replica UI: releases from 0.0.11 "
-            "(Gradio 4) to 0.0.34 (Gradio 5) are."
+            "(Gradio 4) to 0.0.34 (Gradio 5 from 0.0.12 on) are."
         )
     return Flavor(ui=f"qwen-agent=={release}", app=HERE / "qwen_app.py", release=release)
 
@@ -120,7 +123,7 @@ def gui_requirements(metadata: str) -> list[str]:
 def gradio_generation(requirements: list[str]) -> int:
     """4 or 5: which Gradio a release's GUI pins (it decides the import chain and the pins)."""
     for req in requirements:
-        m = re.fullmatch(r"gradio\s*==\s*(\d+)\..*", req)
+        m = re.fullmatch(r"gradio\s*(?:==|>=|~=)\s*(\d+)\..*", req)
         if m and int(m.group(1)) in IMPORT_CHAIN:
             return int(m.group(1))
     raise ReplicaError(
