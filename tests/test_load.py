@@ -278,6 +278,15 @@ def test_courtesy_refuses_heavy_load_on_a_shared_space(mocker: Any) -> None:
     assert "does not own b/c" in said[-1] and "hf_x" not in " ".join(said)
 
 
+def test_cli_refuses_before_sending(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen_space_adapter", "load", "https://someone-somespace.hf.space", "--users", "3"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=cli_env(),
+    )
+    assert proc.returncode == 2 and "--i-own-this-space" in proc.stderr, proc.stderr
+    assert "will send" not in proc.stderr and not proc.stdout
+
+
 def test_ownership_check_fails_soft(mocker: Any) -> None:
     hub = pytest.importorskip("huggingface_hub")
     mocker.patch.object(hub.HfApi, "whoami", side_effect=OSError("offline"))

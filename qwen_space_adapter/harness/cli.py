@@ -182,7 +182,8 @@ def _add_load(subparsers: Any) -> None:
     load.add_argument("target", help="Space id, URL or 'replica' (starts a local replica for the run)")
     shape = load.add_mutually_exclusive_group()
     shape.add_argument("--users", type=int, default=None, help="concurrent users, closed loop (default 1)")
-    shape.add_argument("--rate", type=float, default=None, help="Poisson arrivals, requests per second")
+    shape.add_argument("--rate", type=float, default=None,
+                       help="Poisson arrivals of conversations per second (requests/s with --turns 1)")
     load.add_argument("--ramp", type=float, default=None, help="users added per second (closed loop)")
     load.add_argument("--duration", type=float, default=None, help="seconds after which no request starts")
     load.add_argument("--requests", type=int, default=None,

@@ -230,8 +230,13 @@ class ProgressLine:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.width = 0
+        self.level: float | None = None
 
     def __call__(self, p: Progress) -> None:
+        if self.tty and self.width and p.level != self.level:
+            self.stream.write("\n")  # keep the last line of the level before
+            self.width = 0
+        self.level = p.level
         text = (
             f"[{p.elapsed:6.1f} s] level {p.level:g}: done {p.done}  failed {p.failed}  "
             f"in flight {p.in_flight}  p50 TTFT {_secs(p.p50_ttft)}"
