@@ -55,7 +55,7 @@ from ..provider import Qwen_Qwen_2_5M
 from .metrics import Distribution, percentile
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
+    from anyio.abc import TaskGroup, TaskStatus
 
 MAX_SHARED_USERS = 2  # concurrent users allowed against a Space the caller does not say it owns
 DEFAULT_OPEN_DURATION = 30.0  # seconds an open loop runs when neither duration nor requests is given
@@ -782,8 +782,9 @@ async def load_async(
     result = LoadResult(config, [], started_at, sweep=sweep)
     current: list[LevelRun] = []
 
-    async def watch_sigint() -> None:
+    async def watch_sigint(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()  # the handler is in place before the first request is sent
             async for _ in signals:
                 if result.interrupted:
                     os._exit(130)  # a second Ctrl-C: out now, without the report
@@ -793,8 +794,7 @@ async def load_async(
 
     async with anyio.create_task_group() as tg:
         if handle_sigint:
-            tg.start_soon(watch_sigint)
-            await anyio.sleep(0)  # let the receiver install itself before the first request
+            await tg.start(watch_sigint)
         for level_shape in shapes:
             if result.interrupted:
                 break

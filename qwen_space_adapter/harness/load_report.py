@@ -5,7 +5,7 @@ named `qwen-space-load`), so a picture can always be traced back to its data, an
 prove that the picture and the JSON agree. matplotlib is imported only to draw (`bench` extra).
 
 JSON (`"format": "qwen-space-load"`, `"version": 1`): `target`, `url`, `started_at`,
-`interrupted`, `sweep` (`users`, `rate` or null), `shape`, `slo`, `levels[{level, seconds,
+`interrupted`, `sweep` (`users`, `rate` or null), `shape`, `slo`, `levels[{level, shape, seconds,
 interrupted, requests, ok, failed, interrupted_requests, errors{class: n}, error_rate,
 throughput{requests_per_s, chars_per_s, deltas_per_s}, goodput{slo, requests_per_s, share},
 metrics{figure: {unit, n, p50, p90, p99, mean, min, max, meaning}}, records[...]}]` and `plot`.
@@ -59,7 +59,7 @@ def plot_data(result: LoadResult) -> dict[str, Any]:
 
 def to_dict(result: LoadResult) -> dict[str, Any]:
     """The JSON report (see the module docstring)."""
-    shape = asdict(result.config.shape)
+    shape = asdict(result.config.shape.check())
     return {
         "format": JSON_FORMAT,
         "version": JSON_VERSION,
@@ -71,7 +71,10 @@ def to_dict(result: LoadResult) -> dict[str, Any]:
         "shape": shape,
         "slo": dict(result.config.slo.limits),
         "prompts": len(result.config.prompts),
-        "levels": [{**lv.summary(), "records": [r.row() for r in lv.records]} for lv in result.levels],
+        "levels": [
+            {**lv.summary(), "shape": asdict(lv.shape), "records": [r.row() for r in lv.records]}
+            for lv in result.levels
+        ],
         "plot": plot_data(result),
     }
 
