@@ -11,7 +11,8 @@ Two flavours, both printing their URL as the first stdout line once they serve:
 
 Knobs in the prompt, like the replica's: `[[tokens=N]]`, `[[delay=S]]`, `[[stamp=0]]` (short
 ` #{seq}` tokens, for the growth runs where only CPU matters and text size should stay small).
-This file runs in other environments than the adapter's and imports nothing from it.
+This file runs in other environments than the adapter's: it imports nothing from it, and reads
+only `space_text.py` by path.
 """
 
 from __future__ import annotations
@@ -29,11 +30,21 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import importlib.util
+
 import gradio as gr
 
 KNOB_RE = re.compile(r"\[\[(tokens|delay|stamp)=([0-9.]+)\]\]")
-THINKING = "Qwen is thinking..."
-SUMMARY = "\n<summary><details><summary>Generation details</summary>benchmark</details>"
+# The placeholder is the Space's string, defined once in the package; loaded by path, since this
+# app runs in another environment where the adapter is not installed.
+_spec = importlib.util.spec_from_file_location(
+    "qwen_space_text", Path(__file__).resolve().parent.parent / "qwen_space_adapter" / "space_text.py"
+)
+assert _spec is not None and _spec.loader is not None
+_space_text = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_space_text)
+THINKING = _space_text.THINKING
+SUMMARY = _space_text.SUMMARY_MARKER + "<details><summary>Generation details</summary>benchmark</details>"
 
 
 def knobs(text: str) -> tuple[int, float, bool]:

@@ -38,10 +38,9 @@ import httpx
 # The chatbot's shape and Gradio's diff format are the Space's, not the adapter's: every client,
 # the raw floor included, reads them the same way, with the same pure functions.
 from qwen_space_adapter.deltas import apply_diff, bot_text
+from qwen_space_adapter.space_text import SUMMARY_MARKER, THINKING
 
 TOKEN_RE = re.compile(r"#(\d+)(?:@(\d+\.\d+))?")
-SUMMARY_MARKER = "\n<summary>"
-THINKING = "Qwen is thinking..."
 
 
 # ---------------------------------------------------------------------------------------------
