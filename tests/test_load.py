@@ -129,6 +129,11 @@ def test_open_loop_ramp_and_turns(qwen_replica_url: str) -> None:
     level = run_load(config).levels[0]
     assert len(level.records) == 5 and all(r.status == "ok" for r in level.records)
     assert [r.conversation for r in level.records] == list(range(5))
+    # Duration: no request starts after it; the ones running then finish.
+    config = LoadConfig(qwen_replica_url, Shape(users=2, duration=0.5), prompts("[[tokens=3]]"))
+    level = run_load(config).levels[0]
+    assert level.records and all(r.submitted < 0.5 and r.status == "ok" for r in level.records)
+    assert level.seconds >= max(r.submitted + (r.end or 0) for r in level.records)
     # Ramp: user u starts no earlier than u / ramp; turns: the second turn continues the session.
     config = LoadConfig(qwen_replica_url, Shape(users=3, ramp=10, turns=2), prompts("[[tokens=40]]"), keep_text=True)
     level = run_load(config).levels[0]
