@@ -59,13 +59,26 @@ class Page:
             else:
                 self.values[i] = v
 
+    def _submit(self, index: int) -> Any:
+        return self.client.submit(*[self.values[i] for i in self._visible(self.deps[index]["inputs"])],
+                                  fn_index=index)
+
+    def start_answer(self, text: str) -> Any:
+        """Run the chain up to the step that streams the answer (`agent_run`); return its job."""
+        self.values[self.input] = {"text": text, "files": []}
+        for index in self.chain:
+            if self.deps[index]["api_name"] == "agent_run":
+                return self._submit(index)
+            self._store(self.deps[index]["outputs"], self._submit(index).result())
+        raise AssertionError("no answer step in the chain")
+
     def turn(self, text: str, files: list[dict[str, Any]] | None = None) -> list[Any]:
         """Send one message; return every chatbot value the answer streamed."""
         self.values[self.input] = {"text": text, "files": files or []}
         snapshots: list[Any] = []
         for index in self.chain:
             dep = self.deps[index]
-            job = self.client.submit(*[self.values[i] for i in self._visible(dep["inputs"])], fn_index=index)
+            job = self._submit(index)
             streamed = list(job)
             result = job.result()
             if self.chatbot in dep["outputs"] and len(streamed) > 1:
@@ -272,3 +285,22 @@ def test_replayed_transcript_through_the_real_ui(qwen_replica_factory: Any) -> N
             page.turn("one too many")
     finally:
         page.close()
+
+
+def test_a_cancelled_answer_stops_and_counts_as_cancelled(layout: tuple[Any, int, bool]) -> None:
+    """Gradio stops pulling a cancelled sync generator without closing it: the replica's stats
+    must still see the cancel (and wait_idle return), and generation must stop."""
+    replica = layout[0]
+    page = Page(replica.url)
+    try:
+        job = page.start_answer("cancel me [[tokens=400]] [[delay=0.02]]")
+        for received, _ in enumerate(job):
+            if received == 5:
+                break
+        job.cancel()
+        stats = replica.wait_idle(30)
+    finally:
+        page.close()
+    mine = [r for r in stats["requests"] if r["user_text"] == "cancel me [[tokens=400]] [[delay=0.02]]"]
+    assert stats["active"] == 0 and mine[-1]["status"] == "cancelled"
+    assert mine[-1]["tokens"] < 400

@@ -5,7 +5,7 @@ Flavors:
 - `qwen-agent` = `qwen-agent==0.0.11`: the Qwen team's own UI (`qwen_agent.gui.web_ui.WebUI`) on
   Gradio 4.44.0 + modelscope_studio 0.5.0, the stack of the Space's time.
 - `qwen-agent==X` for any release from 0.0.11 to 0.0.34. From 0.0.12 on the GUI is on Gradio 5
-  (0.0.12-0.0.14: `gradio>=5.0.0` with gradio_client 1.4.0 and modelscope_studio 1.0 betas; later
+  (0.0.12-0.0.15: `gradio>=5.0.0` with gradio_client 1.4.0 and modelscope_studio 1.0 betas; later
   ones up to 0.0.34: Gradio 5.23.1 + modelscope_studio 1.1.7), through `components.legacy`.
 
 A Qwen-Agent release is installed without its dependencies, then with exactly what the

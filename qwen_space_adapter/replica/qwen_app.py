@@ -60,29 +60,38 @@ class ReplicaAgent(Agent):
         record = {"user_text": req.user_text, "history_turns": len(req.history),
                   "files": [name for name, _ in req.files], "agent": self.name}
         with STATS.generation(record) as outcome:
-            done: list[Message] = []
-            if p.tool:  # a first part: the call of a tool and its result, from a tool runner
-                call = Message(role=ASSISTANT, content="", name="tools",
-                               function_call=FunctionCall(name=TOOL, arguments=json.dumps({"turns": len(req.history)})))
-                yield [call]
-                result = Message(role=FUNCTION, name=TOOL, content=f"{len(req.history)} earlier turn(s)")
-                done = [call, result]
-                yield list(done)
-            if s.replay:
-                yield from self._replay(s, req, done, outcome)
-                return
-            for step in model.steps(p, p.fault or s.fault, p.fault_arg or s.fault_arg):
-                if step.delay:
-                    time.sleep(step.delay)
-                if step.error:
-                    outcome("failed")
-                    raise gr.Error(step.error)
-                if step.die:
-                    os._exit(3)
-                if step.token:
-                    STATS.token(record)
-                yield [*done, Message(role=ASSISTANT, content=step.text, name=self.name)]
-            outcome("completed")
+            for responses in self._respond(req, p, record, outcome):
+                STATS.suspended(record, time.monotonic())
+                yield responses
+                STATS.suspended(record, None)
+
+    def _respond(self, req: model.Request, p: model.Plan, record: dict[str, Any],
+                 outcome: Any) -> Iterator[list[Message]]:
+        """The cumulative response lists of one answer (each yield is the whole answer so far)."""
+        s = self.settings
+        done: list[Message] = []
+        if p.tool:  # a first part: the call of a tool and its result, from a tool runner
+            call = Message(role=ASSISTANT, content="", name="tools",
+                           function_call=FunctionCall(name=TOOL, arguments=json.dumps({"turns": len(req.history)})))
+            yield [call]
+            result = Message(role=FUNCTION, name=TOOL, content=f"{len(req.history)} earlier turn(s)")
+            done = [call, result]
+            yield list(done)
+        if s.replay:
+            yield from self._replay(s, req, done, outcome)
+            return
+        for step in model.steps(p, p.fault or s.fault, p.fault_arg or s.fault_arg):
+            if step.delay:
+                time.sleep(step.delay)
+            if step.error:
+                outcome("failed")
+                raise gr.Error(step.error)
+            if step.die:
+                os._exit(3)
+            if step.token:
+                STATS.token(record)
+            yield [*done, Message(role=ASSISTANT, content=step.text, name=self.name)]
+        outcome("completed")
 
     def _replay(self, s: Any, req: model.Request, done: list[Message], outcome: Any) -> Iterator[list[Message]]:
         """Answer with a recorded transcript's turn: its bot texts, with the recorded spacing."""

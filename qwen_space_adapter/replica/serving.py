@@ -76,6 +76,7 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         with self.cond:
+            self._reap()
             return {
                 "active": self.active,
                 "started": self.started,
@@ -102,11 +103,33 @@ class Stats:
             yield lambda status: outcome.__setitem__(0, status)
         finally:
             with self.cond:
-                self.active -= 1
-                record["status"] = outcome[0]
-                record["ended"] = time.monotonic()
-                setattr(self, outcome[0], getattr(self, outcome[0]) + 1)
-                self.cond.notify_all()
+                self._end(record, outcome[0])
+
+    def _end(self, record: dict[str, Any], status: str) -> None:
+        if record["status"] != "running":  # already counted as abandoned
+            return
+        self.active -= 1
+        record["status"] = status
+        record["ended"] = time.monotonic()
+        setattr(self, status, getattr(self, status) + 1)
+        self.cond.notify_all()
+
+    def suspended(self, record: dict[str, Any], at: float | None) -> None:
+        """A synchronous generation is parked at a `yield` since `at` (None: it runs again).
+
+        Gradio runs a sync generator one step per pull and, when the job is cancelled, simply
+        stops pulling without closing it; so a generation parked for longer than `ABANDONED`
+        seconds (Gradio pulls the next step as soon as it sent the last) was cancelled.
+        """
+        with self.cond:
+            record["parked"] = at
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for record in self.requests:
+            parked = record.get("parked")
+            if record["status"] == "running" and parked is not None and now - parked > ABANDONED:
+                self._end(record, "cancelled")
 
     def token(self, record: dict[str, Any]) -> None:
         with self.cond:
@@ -114,11 +137,18 @@ class Stats:
             record["tokens"] += 1
 
     def wait_idle(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
         with self.cond:
-            self.cond.wait_for(lambda: self.active == 0, timeout)
+            while True:
+                self._reap()
+                left = deadline - time.monotonic()
+                if self.active == 0 or left <= 0:
+                    break
+                self.cond.wait(min(left, 0.25))  # parked generations are found by looking again
         return self.snapshot()
 
 
+ABANDONED = 2.0
 STATS = Stats()
 
 
