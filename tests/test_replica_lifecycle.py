@@ -22,7 +22,7 @@ from gradio_client import Client
 from qwen_space_adapter.errors import ReplicaError
 from qwen_space_adapter.replica import Replica, ReplicaSettings
 from qwen_space_adapter.replica import env as replica_env
-from qwen_space_adapter.replica.flavors import HAND, flavor, gradio_generation, gui_requirements
+from qwen_space_adapter.replica.flavors import HAND, flavor, gradio_generation, gui_requirements, stack_of
 
 TRANSCRIPT = Path(__file__).parent / "fixtures" / "replica_transcript.json"
 
@@ -241,8 +241,11 @@ def test_gui_pins_are_read_from_the_release_metadata() -> None:
     pins = gui_requirements(metadata)
     assert pins == ["gradio==4.44.0", "modelscope-studio==0.5.0", "gradio==5.23.1"]
     assert gradio_generation(pins[:2]) == 4 and gradio_generation(pins[2:]) == 5
-    with pytest.raises(ReplicaError, match="pins no Gradio 4 or 5"):
-        gradio_generation(["gradio==3.50.2"])
+    assert gradio_generation(["gradio>=5.0.0"]) == 5
+    with pytest.raises(ReplicaError, match="pins no Gradio"):
+        gradio_generation(["pydantic==2.9.2"])
+    assert [stack_of(r).gradio for r in ("0.0.11", "0.0.12", "0.0.15", "0.0.16", "0.0.34")] == [4, 5, 5, 5, 5]
+    assert "huggingface_hub<1.0" in stack_of("0.0.14").compat  # gradio 5.1 imports HfFolder
 
 
 def _pyenv(version: str) -> str | None:

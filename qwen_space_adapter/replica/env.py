@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import ReplicaError
-from .flavors import COMPAT, HAND, IMPORT_CHAIN, Flavor, gradio_generation, gui_requirements
+from .flavors import HAND, Flavor, gradio_generation, gui_requirements, stack_of
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 PIP = ["-m", "pip", "install", "--disable-pip-version-check", "-q"]
@@ -153,9 +153,12 @@ def _install_release(flavor: Flavor, py: str, env: Path) -> str:
         with zipfile.ZipFile(wheel) as zf:
             name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
             gui = gui_requirements(zf.read(name).decode())
-        generation = gradio_generation(gui)
+        stack = stack_of(str(flavor.release))
+        if gradio_generation(gui) != stack.gradio:
+            raise ReplicaError(f"qwen-agent=={flavor.release} pins {gui} for its GUI, not the Gradio "
+                               f"{stack.gradio} that replica/flavors.py expects: its table needs a fix.")
         _run([py, *PIP, "--no-deps", str(wheel)], flavor, env, "install")
-    reqs = [*gui, *IMPORT_CHAIN[generation], *COMPAT[generation]]
+    reqs = [*gui, *stack.chain, *stack.compat]
     _run([py, *PIP, *reqs], flavor, env, "install")
     return "\n".join([f"qwen-agent=={flavor.release}  # --no-deps", *reqs]) + "\n"
 

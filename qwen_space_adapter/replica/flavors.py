@@ -38,17 +38,36 @@ TOMLI = 'tomli; python_version < "3.11"'
 FIRST, LAST = (0, 0, 11), (0, 0, 34)
 DEFAULT_RELEASE = "0.0.11"
 
-# What `from qwen_agent.gui.web_ui import WebUI` imports beyond Gradio, per Gradio generation
-# of the release's GUI (measured by importing in an empty environment).
-IMPORT_CHAIN = {
-    4: ("openai", "tiktoken", "json5", "dashscope", TOMLI),
-    5: ("openai", "tiktoken", "json5", "dashscope", TOMLI, "soundfile", "python-dotenv"),
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What a group of releases needs beside their own `gui` pins: the rest of the
+    `qwen_agent.gui.web_ui` import chain (measured by importing in an empty environment), and
+    the pins that make their Gradio import and serve under today's packages."""
+
+    gradio: int  # the Gradio major version the releases' GUI pins
+    chain: tuple[str, ...]
+    compat: tuple[str, ...]
+
+
+CHAIN_4 = ("openai", "tiktoken", "json5", "dashscope", TOMLI)
+CHAIN_5 = (*CHAIN_4, "soundfile", "python-dotenv")
+STACKS = {
+    # 0.0.11: gradio 4.44.0, gradio_client 1.3.0, modelscope_studio 0.5.0.
+    "gradio4": Stack(4, CHAIN_4, ("huggingface_hub<0.26", "fastapi<0.113", "starlette<0.39", AUDIOOP)),
+    # 0.0.12-0.0.15: gradio>=5.0.0 with gradio_client 1.4.0 (so gradio 5.1), modelscope_studio
+    # 1.0 betas; gradio 5.1 imports huggingface_hub.HfFolder, gone in huggingface_hub 1.0.
+    "gradio5.0": Stack(5, CHAIN_5, ("huggingface_hub<1.0", AUDIOOP)),
+    # 0.0.16-0.0.34: gradio 5.23.1, gradio_client 1.8.0, modelscope_studio 1.1.7.
+    "gradio5": Stack(5, CHAIN_5, (AUDIOOP,)),
 }
-# What the release's `gui` pins need so that they import and serve under today's packages.
-COMPAT = {
-    4: ("huggingface_hub<0.26", "fastapi<0.113", "starlette<0.39", AUDIOOP),
-    5: (AUDIOOP,),
-}
+
+
+def stack_of(release: str) -> Stack:
+    """The stack of a Qwen-Agent release (the groups were read from the releases' metadata)."""
+    version = _version(release)
+    return STACKS["gradio4" if version <= (0, 0, 11) else "gradio5.0" if version <= (0, 0, 15) else "gradio5"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +91,8 @@ class Flavor:
         """Everything this module decides about the environment, as text (hashed into its key)."""
         if self.release is None:
             return (HERE / "requirements.txt").read_text()
-        return json.dumps({"qwen-agent": self.release, "chain": IMPORT_CHAIN, "compat": COMPAT},
-                          sort_keys=True)
+        stack = stack_of(self.release)
+        return json.dumps({"qwen-agent": self.release, "chain": stack.chain, "compat": stack.compat})
 
     def key(self, python_tag: str) -> str:
         """The cache folder name: a change of pins or interpreter builds a fresh environment."""
@@ -121,12 +140,12 @@ def gui_requirements(metadata: str) -> list[str]:
 
 
 def gradio_generation(requirements: list[str]) -> int:
-    """4 or 5: which Gradio a release's GUI pins (it decides the import chain and the pins)."""
+    """Which Gradio major a release's GUI pins (checked against its `Stack` at build time)."""
     for req in requirements:
         m = re.fullmatch(r"gradio\s*(?:==|>=|~=)\s*(\d+)\..*", req)
-        if m and int(m.group(1)) in IMPORT_CHAIN:
+        if m:
             return int(m.group(1))
     raise ReplicaError(
-        f"This Qwen-Agent release pins no Gradio 4 or 5 for its GUI ({requirements}); "
+        f"This Qwen-Agent release pins no Gradio for its GUI ({requirements}); "
         "use a release from 0.0.11 to 0.0.34."
     )
