@@ -21,9 +21,12 @@ import atexit
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -180,6 +183,9 @@ async def answer(turn: Turn, args: argparse.Namespace, out: TextIO, status: Stat
                 await stream.aclose()
     except QwenSpaceError as exc:
         turn.error = exc
+    except anyio.get_cancelled_exc_class():
+        turn.interrupted = True  # Ctrl-C reached the answer (not one that came after its end)
+        raise
     finally:
         status.clear()
         if json_out:
@@ -206,9 +212,8 @@ class Interrupts:
     scope, unlike asyncio's single `Task.cancel()`.
     """
 
-    def __init__(self, status: StatusLine, turn: Turn) -> None:
+    def __init__(self, status: StatusLine) -> None:
         self.status = status
-        self.turn = turn
         self.loop: asyncio.AbstractEventLoop | None = None
         self.scope: anyio.CancelScope | None = None
         self.count = 0
@@ -220,7 +225,6 @@ class Interrupts:
         self.count += 1
         if self.count > 1:
             hard_exit()
-        self.turn.interrupted = True
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._cancel)
         # else: not started yet; `run_answer` sees `count` as soon as the loop runs
@@ -244,20 +248,51 @@ def hard_exit() -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
+@contextmanager
+def _wake_on_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Wake the event loop when a signal arrives, whichever thread the kernel delivered it to.
+
+    Python runs signal handlers in the main thread, but only once that thread runs bytecode; a
+    SIGINT delivered to one of gradio_client's threads does not interrupt the loop's wait. The
+    signal module's wakeup fd makes the loop's selector return, and the handler then runs.
+    """
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    loop.add_reader(reader.fileno(), _drain, reader)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except OSError:  # nothing left (BlockingIOError) or closed
+        pass
+
+
 def run_answer(turn: Turn, args: argparse.Namespace, out: TextIO, status: StatusLine) -> Turn:
     """Run one answer on an event loop of its own, with Ctrl-C cancelling it (see `Interrupts`)."""
-    interrupts = Interrupts(status, turn)
+    interrupts = Interrupts(status)
 
     async def main() -> None:
         interrupts.loop = asyncio.get_running_loop()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(status.tick)
-            with anyio.CancelScope() as scope:
-                interrupts.scope = scope
-                if interrupts.count:
-                    scope.cancel()
-                await answer(turn, args, out, status)  # records errors in `turn`, raises none
-            tg.cancel_scope.cancel()
+        with _wake_on_signals(interrupts.loop):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(status.tick)
+                with anyio.CancelScope() as scope:
+                    interrupts.scope = scope
+                    if interrupts.count:
+                        scope.cancel()
+                    await answer(turn, args, out, status)  # records errors in `turn`, raises none
+                tg.cancel_scope.cancel()
 
     previous = signal.signal(signal.SIGINT, interrupts)
     try:
