@@ -448,7 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    chat = sub.add_parser("chat", help="chat with the Space (one-shot with a prompt, else interactive)")
+    chat = sub.add_parser(
+        "chat",
+        help="chat with the Space (one-shot with a prompt, else interactive)",
+        description="Chat with the Space: one-shot with a prompt (or a piped stdin), else interactive.",
+        epilog="Interactive: Ctrl-C cancels an answer on the Space and keeps the conversation (a second "
+               "Ctrl-C quits at once); Ctrl-C at the prompt clears the line; /clear starts over; "
+               "Ctrl-D or /exit quits. One-shot: Ctrl-C cancels and exits with 130.",
+    )
     chat.add_argument("prompt", nargs="*", help="the message; read from stdin when piped")
     chat.add_argument("--space", default=None, help="Space id or URL (default: $QWEN_SPACE or the live Space)")
     chat.add_argument("--replica", action="store_true",
