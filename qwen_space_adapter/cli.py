@@ -160,13 +160,14 @@ async def answer(turn: Turn, args: argparse.Namespace, out: TextIO, status: Stat
             async for item in stream:
                 if isinstance(item, JsonConversation):
                     turn.conversation = item
+                elif isinstance(item, str):
+                    turn.text += item
+                elif isinstance(item, TextRewritten):
+                    turn.text = item.text
                 if json_out:
-                    if isinstance(item, str):
-                        turn.text += item
                     emit(_event_json(item))
                 elif isinstance(item, str):
                     status.clear()
-                    turn.text += item
                     out.write(item)
                     out.flush()
                 elif isinstance(item, Reasoning):
@@ -175,7 +176,6 @@ async def answer(turn: Turn, args: argparse.Namespace, out: TextIO, status: Stat
                     status.show("queue", queue_text(item))
                 elif isinstance(item, TextRewritten):
                     status.clear()
-                    turn.text = item.text
                     out.write(f"\n[the Space rewrote its answer]\n{item.text}")
                     out.flush()
         finally:
