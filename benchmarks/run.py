@@ -336,8 +336,7 @@ def load_specs(s: Settings, spec: Any, r: int) -> list[tuple[str, dict[str, Any]
 
 
 def load_rounds(s: Settings, spec: Any, server: Server, progress: Progress) -> list[dict[str, Any]]:
-    """Every round on a fresh server: after 200 adapter conversations, a gradio 4.44 server dropped
-    some of the raw client's next 200 connections (ReadError), which would void the floor."""
+    """Every round on a fresh server, so that no round inherits the sessions and queue of the one before."""
     results: list[dict[str, Any]] = []
     for r in range(s.load_rounds):
         server.stop()

@@ -111,6 +111,22 @@ class RawSSE:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
         )
 
+    async def send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """Send; resend (twice at most) when the server closed a kept-alive connection as it was reused.
+
+        uvicorn closes connections idle for 5 s; on a loaded machine 200 conversations leave
+        some idle that long between their two jobs, and reusing one just as it closes fails
+        before the request reached the app ("Server disconnected without sending a response").
+        Browsers and gradio_client's httpx retry exactly this case; the floor must not fail on it.
+        """
+        for attempt in range(3):
+            try:
+                return await self.http.send(request, stream=stream)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def job(
         self, session: str, fn_index: int, data: list[Any]
     ) -> AsyncIterator[tuple[bool, list[Any]]]:
@@ -122,12 +138,13 @@ class RawSSE:
             "event_data": None,
             "trigger_id": None,
         }
-        r = await self.http.post(self.base + "/queue/join", json=body)
+        r = await self.send(self.http.build_request("POST", self.base + "/queue/join", json=body))
         r.raise_for_status()
         event_id = r.json()["event_id"]
         current: list[Any] | None = None
         url = self.base + "/queue/data"
-        async with self.http.stream("GET", url, params={"session_hash": session}) as resp:
+        resp = await self.send(self.http.build_request("GET", url, params={"session_hash": session}), stream=True)
+        try:
             resp.raise_for_status()
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
@@ -149,6 +166,8 @@ class RawSSE:
                         raise RuntimeError(f"job failed: {msg.get('output')}")
                     yield True, msg["output"]["data"]
                     return
+        finally:
+            await resp.aclose()
         raise RuntimeError("the event stream ended before the job completed")
 
     async def upload(self, path: str) -> dict[str, Any]:
