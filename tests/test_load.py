@@ -28,6 +28,7 @@ from qwen_space_adapter.harness.load import (
     Prompt,
     Shape,
     check_courtesy,
+    load_async,
     load_prompts,
     poisson_gaps,
     run_load,
@@ -303,9 +304,13 @@ def test_ownership_check_fails_soft(mocker: Any) -> None:
     assert load_mod.ownership("other/space", "t")[0] is False
 
 
-def test_report_dict_counts_every_request(qwen_replica_url: str) -> None:
+def test_report_dict_counts_every_request_under_trio(qwen_replica_url: str) -> None:
+    import functools
+
+    import anyio
+
     config = LoadConfig(qwen_replica_url, Shape(users=1, requests=2), prompts("[[tokens=4]]"))
-    report = to_dict(run_load(config))
+    report = to_dict(anyio.run(functools.partial(load_async, config), backend="trio"))
     level = report["levels"][0]
     assert level["requests"] == len(level["records"]) == 2
     assert set(level["metrics"]) == {"queue_wait", "thinking", "ttft", "gap", "e2e", "deltas", "chars"}
