@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from qwen_space_adapter.replica.flavors import STACKS, flavor, stack_of
 from qwen_space_adapter.space_text import SUMMARY_MARKER, THINKING
 
 LAYOUTS = [
@@ -25,6 +27,9 @@ LAYOUTS = [
     pytest.param(("qwen-agent", 2, True), id="0.0.11-2agents-mention"),
     pytest.param(("qwen-agent==0.0.34", 1, False), id="0.0.34-1agent"),
     pytest.param(("qwen-agent==0.0.34", 2, False), id="0.0.34-2agents"),
+    # More releases on demand (each builds an environment once): QWEN_SPACE_REPLICA_RELEASES=0.0.14,0.0.20
+    *[pytest.param((f"qwen-agent=={r}", 2, True), id=f"{r}-2agents-mention")
+      for r in os.environ.get("QWEN_SPACE_REPLICA_RELEASES", "").split(",") if r.strip()],
 ]
 
 
@@ -122,6 +127,10 @@ def answer(chatbot: list[Any]) -> str:
     return "\n\n".join(text for _, _, text in bot_parts(chatbot))
 
 
+# Behaviour that does not depend on the layout runs on one layout per Gradio generation.
+ONE_PER_GRADIO = pytest.mark.parametrize("layout", [LAYOUTS[2], LAYOUTS[4]], indirect=True)
+
+
 @pytest.fixture(params=LAYOUTS)
 def layout(request: pytest.FixtureRequest, qwen_shared_replica: Any) -> tuple[Any, int, bool]:
     ui, agents, mention = request.param
@@ -138,10 +147,14 @@ def page(layout: tuple[Any, int, bool]) -> Any:
 def test_the_real_ui_serves_its_own_stack(layout: tuple[Any, int, bool]) -> None:
     replica, agents, mention = layout
     config = httpx.get(replica.url + "/config").json()
-    gradio5 = replica.settings.ui.endswith("0.0.34")
-    assert config["version"].startswith("5.23.1" if gradio5 else "4.44.0")
+    gradio5 = replica.settings.ui not in ("qwen-agent", "qwen-agent==0.0.11")
+    expected = {"qwen-agent==0.0.34": "5.23.1"}.get(replica.settings.ui, "5." if gradio5 else "4.44.0")
+    assert config["version"].startswith(expected)
     kinds = {c["type"] for c in config["components"]}
-    prefix = "modelscopelegacy" if gradio5 else "modelscope"
+    # modelscope_studio 1.0 betas (releases 0.0.12-0.0.15) still name the legacy components
+    # like 0.x does; 1.1 (0.0.16 on) calls them modelscopelegacy*.
+    legacy = stack_of(str(flavor(replica.settings.ui).release)) is STACKS["gradio5"]
+    prefix = "modelscopelegacy" if legacy else "modelscope"
     assert {prefix + "chatbot", prefix + "multimodalinput", "state"} <= kinds
     assert ("dropdown" in kinds) == (agents > 1)
     page = Page(replica.url)
@@ -166,6 +179,7 @@ def test_answers_quote_history_and_stream(page: Page) -> None:
                              'your first message was: "my name is Ada".')
 
 
+@ONE_PER_GRADIO
 def test_sessions_are_apart(layout: tuple[Any, int, bool]) -> None:
     a, b = Page(layout[0].url), Page(layout[0].url)
     try:
@@ -177,6 +191,7 @@ def test_sessions_are_apart(layout: tuple[Any, int, bool]) -> None:
     assert "first turn" in other and "session A" not in other
 
 
+@ONE_PER_GRADIO
 def test_system_prompt_in_the_text_is_acknowledged(page: Page) -> None:
     text = answer(page.turn("System: Answer in French.\nUser: Bonjour")[-1])
     assert text.startswith('You said: "Bonjour". I will follow the system prompt: "Answer in French.".')
@@ -204,6 +219,7 @@ def test_a_tool_call_answer_comes_in_two_bot_pairs(page: Page, layout: tuple[Any
     assert "This is turn 2 of our conversation" in follow_up  # tool messages are not turns
 
 
+@ONE_PER_GRADIO
 def test_attached_text_file_and_pass_key(page: Page, tmp_path: Path) -> None:
     doc = tmp_path / "haystack.txt"
     doc.write_text("filler text. " * 5000 + "The pass key is 71432. " + "more filler. " * 5000)
@@ -213,6 +229,7 @@ def test_attached_text_file_and_pass_key(page: Page, tmp_path: Path) -> None:
     assert "This is turn 2" in later
 
 
+@ONE_PER_GRADIO
 def test_fault_switches_reach_the_caller(page: Page) -> None:
     with pytest.raises(AppError, match="failed mid-stream"):
         page.turn("break [[fault:error-mid-stream]]")
@@ -220,11 +237,13 @@ def test_fault_switches_reach_the_caller(page: Page) -> None:
         page.turn("break [[fault:error-before-first-token]]")
 
 
+@ONE_PER_GRADIO
 def test_knobs_shape_the_answer(page: Page) -> None:
     text = answer(page.turn("long one [[tokens=40]] [[delay=0]]")[-1])
     assert text.split(SUMMARY_MARKER)[0].count(" ") == 39 and "tokens: 40" in text
 
 
+@ONE_PER_GRADIO
 def test_stats_routes_count_generations(layout: tuple[Any, int, bool]) -> None:
     replica = layout[0]
     page = Page(replica.url)
@@ -255,9 +274,11 @@ def test_concurrency_limit_and_queue_size_reach_the_real_ui(qwen_replica_factory
     pages = [Page(replica.url) for _ in range(3)]
     try:
         for i, p in enumerate(pages):  # each page's own add_text first (not queued)
-            p.values[p.input] = {"text": f"job {i} [[tokens=30]] [[delay=0.05]]", "files": []}
+            p.values[p.input] = {"text": f"job {i} [[tokens=60]] [[delay=0.05]]", "files": []}
             p._store(p.deps[0]["outputs"], p.client.submit(p.values[p.input], [], fn_index=0).result())
-        jobs = [p.client.submit(p.values[p.chatbot], fn_index=1) for p in pages]
+        jobs = [pages[0].client.submit(pages[0].values[pages[0].chatbot], fn_index=1)]
+        next(iter(jobs[0]))  # the first is generating (out of the queue): the others queue behind it
+        jobs += [p.client.submit(p.values[p.chatbot], fn_index=1) for p in pages[1:]]
         outcomes = []
         for job in jobs:
             try:
@@ -287,6 +308,7 @@ def test_replayed_transcript_through_the_real_ui(qwen_replica_factory: Any) -> N
         page.close()
 
 
+@ONE_PER_GRADIO
 def test_a_cancelled_answer_stops_and_counts_as_cancelled(layout: tuple[Any, int, bool]) -> None:
     """Gradio stops pulling a cancelled sync generator without closing it: the replica's stats
     must still see the cancel (and wait_idle return), and generation must stop."""
