@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -248,6 +249,38 @@ def hard_exit() -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
+def read_line(prompt: str) -> str:
+    """`input()` for the interactive chat, without its Ctrl-C race.
+
+    `input()` checks for signals only when its blocking read is interrupted, so a Ctrl-C that
+    lands between the prompt and the read waits for the next key. Here the signal module's
+    wakeup fd is read next to the terminal: a signal at any moment ends the wait, and Python's
+    default handler then raises `KeyboardInterrupt`. The terminal stays in its line mode (the
+    kernel edits the line and drops it on Ctrl-C). Raises `EOFError` on Ctrl-D.
+    """
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    fd = sys.stdin.fileno()
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        while True:
+            ready, _, _ = select.select([fd, reader], [], [])
+            if reader in ready:
+                _drain(reader)  # a signal came: its handler runs at the next bytecode
+            if fd in ready:
+                data = os.read(fd, 65536)  # in line mode: one line, or what Ctrl-D ended
+                if not data:
+                    raise EOFError
+                return data.decode(errors="replace").rstrip("\r\n")
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+
+
 @contextmanager
 def _wake_on_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Wake the event loop when a signal arrives, whichever thread the kernel delivered it to.
@@ -347,7 +380,7 @@ def _repl(args: argparse.Namespace, out: TextIO, status: StatusLine) -> int:
               file=sys.stderr)
     while True:
         try:
-            line = input("you> ")
+            line = read_line("you> ")
         except KeyboardInterrupt:  # as in a shell: drop the line, prompt again
             print(file=sys.stderr)
             continue

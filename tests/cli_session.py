@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -36,24 +37,35 @@ class PtySession:
         self.seen = ""  # everything shown so far
         self.pos = 0  # where the next `expect` starts looking
 
+    def _read(self, deadline: float, what: str) -> None:
+        """Add what the terminal shows next to `seen`; fail at the deadline or the CLI's end."""
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n{self.seen[self.pos:]!r}")
+        try:
+            chunk = os.read(self.fd, 65536).decode(errors="replace")
+        except OSError:  # the CLI exited: its side of the pty is closed
+            chunk = ""
+        if not chunk:
+            raise AssertionError(f"the CLI ended before showing {what}; it showed:\n{self.seen[self.pos:]!r}")
+        self.seen += chunk
+
     def expect(self, needle: str, timeout: float = 30) -> str:
         """Everything shown since the last match, up to and including `needle`."""
         deadline = time.monotonic() + timeout
         while needle not in self.seen[self.pos:]:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
-            if not ready:
-                raise AssertionError(f"timed out waiting for {needle!r}; the terminal shows:\n{self.seen[self.pos:]!r}")
-            try:
-                chunk = os.read(self.fd, 65536).decode(errors="replace")
-            except OSError:  # the CLI exited: its side of the pty is closed
-                chunk = ""
-            if not chunk:
-                raise AssertionError(f"the CLI ended before showing {needle!r}; it showed:\n{self.seen[self.pos:]!r}")
-            self.seen += chunk
+            self._read(deadline, repr(needle))
         end = self.seen.index(needle, self.pos) + len(needle)
         shown, self.pos = self.seen[self.pos:end], end
         return shown
+
+    def expect_re(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first match of `pattern` in what was shown since the last match, waiting for one."""
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.seen[self.pos:])):
+            self._read(deadline, f"/{pattern}/")
+        self.pos += found.end()
+        return found
 
     def send(self, text: str) -> None:
         os.write(self.fd, text.encode())
