@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
@@ -33,7 +34,7 @@ import sniffio
 
 from . import _gc_internals as gci
 from .deltas import apply_diff
-from .errors import StreamInterruptedError
+from .errors import QwenSpaceError, StreamInterruptedError
 from .failures import app_error, translate
 from .page import as_wire
 
@@ -78,6 +79,29 @@ class Channel:
             await event.wait()
 
 
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call on a daemon thread of its own and wait for it, cancellably.
+
+    anyio's worker threads are not daemons: a call abandoned on cancellation (a request to a
+    Space that never answers) would hold the interpreter's exit until its own timeout. Here a
+    cancelled caller leaves the thread to end by itself, and exiting never waits for it.
+    """
+    channel = Channel()
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # handed to the caller
+            outcome = (False, exc)
+        channel.put(outcome)
+
+    threading.Thread(target=run, name=f"qwen-space {getattr(fn, '__name__', 'call')}", daemon=True).start()
+    ok, value = (await channel.drain())[0]
+    if not ok:
+        raise value
+    return value
+
+
 @dataclass(frozen=True)
 class Queued:
     position: int | None
@@ -103,13 +127,20 @@ JobEvent = Queued | Output | Completed
 class JobFollower:
     """Follows one submitted job and yields `Queued`, `Output` and `Completed` events."""
 
-    def __init__(self, url: str, diffs: bool, skipped: tuple[bool, ...]) -> None:
+    def __init__(
+        self, url: str, diffs: bool, skipped: tuple[bool, ...], bases: list[list[Any]] | None = None,
+        accept: Callable[[list[Any]], bool] | None = None,
+    ) -> None:
         self.url = url
         self.skipped = skipped  # per output: does gradio_client leave it out of a result
         self.diffs = diffs  # sse_v2+ sends diffs after the first generating message
+        self.bases = bases or []  # last outputs of this session's unfinished streams, newest first
+        self.accept = accept or (lambda outputs: True)  # does a rebased value belong to this job
         self.channel = Channel()
         self.event_id: str | None = None
         self.finished = False
+        self.succeeded = False
+        self.lost = False  # the updates cannot be followed: only the final result counts
         self.current: list[Any] | None = None
         self._early: dict[str, list[Any]] = {}
 
@@ -165,7 +196,14 @@ class JobFollower:
         kind = msg.get("msg")
         if kind == "process_generating":
             data = msg.get("output", {}).get("data", [])
-            if self.current is None or not self.diffs:
+            if self.lost:
+                return _IGNORED
+            if self.current is None and self.diffs and any(is_diff(d) for d in data):
+                self.current = self._rebase(data)
+                if self.current is None:
+                    self.lost = True
+                    return _IGNORED
+            elif self.current is None or not self.diffs:
                 self.current = list(data)
             else:
                 for i, diff in enumerate(data):
@@ -180,6 +218,7 @@ class JobFollower:
             output = msg.get("output") or {}
             if not msg.get("success", True) or "error" in output:
                 raise app_error(output.get("error"))
+            self.succeeded = True
             return Completed(list(output.get("data", [])))
         if msg.get("message") == "Server stopped unexpectedly.":
             self.finished = True
@@ -189,7 +228,41 @@ class JobFollower:
         return _IGNORED
 
 
+    def _rebase(self, data: list[Any]) -> list[Any] | None:
+        """The outputs after a first update that is a diff, or None if no base fits.
+
+        Gradio 4 keys its diff streams by the id() of the generator, and never drops the stream
+        of a generator that failed or was cancelled: a later generator of the same session that
+        gets the same id() has its first update sent as a diff against that stale stream. The
+        stale value is the last one this session saw of an unfinished stream, so try those.
+        """
+        for base in self.bases:
+            current = copy.deepcopy(base)
+            try:
+                for i, diff in enumerate(data):
+                    while i >= len(current):
+                        current.append(None)
+                    current[i] = apply_diff(current[i], diff) if is_diff(diff) else diff
+            except (IndexError, KeyError, TypeError, ValueError, QwenSpaceError):
+                continue
+            if self.accept(current):
+                return current
+        return None
+
+
 _IGNORED = object()
+DIFF_ACTIONS = frozenset({"replace", "append", "add", "delete"})
+
+
+def is_diff(value: Any) -> bool:
+    """Whether an output value is a list of Gradio diff operations rather than a value."""
+    return (
+        isinstance(value, list) and bool(value)
+        and all(
+            isinstance(op, list) and len(op) == 3 and op[0] in DIFF_ACTIONS and isinstance(op[1], list)
+            for op in value
+        )
+    )
 
 
 def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any) -> Any:
@@ -236,16 +309,16 @@ async def cancel_job(job: Any) -> None:
     known = getattr(communicator, "event_id", None)
     with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_GRACE):
         try:
-            await anyio.to_thread.run_sync(job.cancel)
+            await in_daemon_thread(job.cancel)
         except Exception:
             pass
-        await anyio.to_thread.run_sync(_wait_future, job, CANCEL_GRACE)
+        await in_daemon_thread(_wait_future, job, CANCEL_GRACE)
         # Cancelled while joining the queue: the cancel went out without an event id, and the
         # join may still have gone through. Now that the id is known, cancel it by name.
         cancel_fn = getattr(job, "cancel_fn", None)
         if known is None and getattr(communicator, "event_id", None) is not None and cancel_fn:
             try:
-                await anyio.to_thread.run_sync(cancel_fn)
+                await in_daemon_thread(cancel_fn)
             except Exception:
                 pass
 

@@ -22,7 +22,7 @@ import anyio
 import httpx
 
 from . import _gc_internals as gci
-from .bridge import Channel
+from .bridge import Channel, in_daemon_thread
 from .errors import APIChangedError, QwenSpaceError, SpaceUnavailableError
 from .failures import translate
 from .page import Page
@@ -130,7 +130,10 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
                 stale: SpaceInfo | None = None) -> SpaceInfo:
     with _INFO_GUARD:
         lock = _INFO_LOCKS.setdefault(target.key, threading.Lock())
-    with lock:
+    # One fetch at a time per Space, so a hundred new conversations fetch once; but never wait
+    # behind a fetch stuck on a silent Space for longer than a fetch of one's own may take.
+    locked = lock.acquire(timeout=2 * connect_timeout)
+    try:
         info = _INFO.get(target.key)
         if info is not None and info is not stale:
             return info
@@ -149,6 +152,9 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
         info.config["connect_heartbeat"] = False
         _INFO[target.key] = info
         return info
+    finally:
+        if locked:
+            lock.release()
 
 
 async def space_info(
@@ -162,7 +168,7 @@ async def space_info(
     info = _INFO.get(target.key)
     if info is not None and info is not stale:
         return info
-    return await anyio.to_thread.run_sync(_fetch_info, target, connect_timeout, stale, abandon_on_cancel=True)
+    return await in_daemon_thread(_fetch_info, target, connect_timeout, stale)
 
 
 class SessionGate:
@@ -211,6 +217,29 @@ def gate(url: str, session_hash: str) -> SessionGate:
         if found is None:
             found = _GATES[(url, session_hash)] = SessionGate()
         return found
+
+
+_UNFINISHED: dict[tuple[str, str], list[list[Any]]] = {}
+_UNFINISHED_GUARD = threading.Lock()
+UNFINISHED_KEPT = 4  # per session; older ones are unlikely to be reused by the Space
+UNFINISHED_SESSIONS = 1024
+
+
+def unfinished_bases(url: str, session_hash: str) -> list[list[Any]]:
+    """The last outputs of this session's streams that ended unfinished, newest first."""
+    with _UNFINISHED_GUARD:
+        return list(_UNFINISHED.get((url, session_hash), []))
+
+
+def remember_unfinished(url: str, session_hash: str, outputs: list[Any] | None) -> None:
+    """Keep the last outputs of a stream that failed or was left: see `JobFollower._rebase`."""
+    if outputs is None:
+        return
+    with _UNFINISHED_GUARD:
+        kept = _UNFINISHED.pop((url, session_hash), [])
+        _UNFINISHED[(url, session_hash)] = [list(outputs), *kept][:UNFINISHED_KEPT]
+        while len(_UNFINISHED) > UNFINISHED_SESSIONS:
+            _UNFINISHED.pop(next(iter(_UNFINISHED)))
 
 
 def open_client(info: SpaceInfo, session_hash: str,
@@ -269,16 +298,16 @@ async def end_client(client: Any, grace: float = READER_GRACE, cancelled: bool =
     """
     with anyio.CancelScope(shield=True):
         with anyio.move_on_after(grace) as scope:
-            await anyio.to_thread.run_sync(_join_reader, client, abandon_on_cancel=True)
+            await in_daemon_thread(_join_reader, client)
         if scope.cancelled_caught:
             end = getattr(client, "end_reader", None)
             if end is not None:
                 end()
             with anyio.move_on_after(READER_JOIN):
-                await anyio.to_thread.run_sync(_join_reader, client, abandon_on_cancel=True)
+                await in_daemon_thread(_join_reader, client)
         if cancelled:
             with anyio.move_on_after(READER_JOIN):
-                await anyio.to_thread.run_sync(_drop_queued, client, abandon_on_cancel=True)
+                await in_daemon_thread(_drop_queued, client)
     close_client(client, wait=False)
 
 
@@ -292,6 +321,20 @@ def close_client(client: Any, wait: bool = True) -> None:
         pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, name, None)
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def live_app_id(client: Any) -> Any:
+    """The id the Space's app drew at launch, asked now (None when the Space does not say)."""
+    try:
+        response = httpx.get(
+            f"{client.src_prefixed.rstrip('/')}/app_id", headers=client.headers, cookies=client.cookies,
+            verify=client.ssl_verify, **dict(client.httpx_kwargs),
+        )
+        if response.status_code != 200:
+            return None
+        return response.json().get("app_id")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
 
 
 def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any]:

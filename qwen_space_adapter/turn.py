@@ -96,7 +96,14 @@ async def _follow(
 ) -> AsyncGenerator[bridge.JobEvent, None]:
     """Submit one step and yield its events, with deadlines; cancel it if we leave early."""
     skipped = info.page.skipped_outputs(step)
-    follower = bridge.JobFollower(info.target.url, info.page.protocol != "sse_v1", skipped)
+    url, session_hash = info.target.url, client.session_hash
+    page = info.page
+    kept = [i for i in step.inputs if not page.components[i].is_state]
+    sent = args[kept.index(page.chatbot_id)] if page.chatbot_id in kept else None
+    follower = bridge.JobFollower(
+        url, info.page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
+        accept=lambda outputs: _extends(info.page.chatbot_of(step, outputs), sent),
+    )
     if router is not None:
         router.follower = follower
     try:
@@ -119,14 +126,33 @@ async def _follow(
                 raise clock.expired()
             done = isinstance(event, bridge.Completed)
             follower.finished = follower.finished or done
+            follower.succeeded = follower.succeeded or done
             yield event
             if done:
                 return
     finally:
         await events.aclose()
+        if not follower.succeeded and step.generator:
+            session.remember_unfinished(url, session_hash, follower.current)
         if not follower.finished:
             client.left_unfinished = True
             await bridge.cancel_job(job)
+
+
+def _user_side(entry: Any) -> Any:
+    user = entry[0] if isinstance(entry, list | tuple) and len(entry) == 2 else entry
+    return user.get("text", user.get("content")) if isinstance(user, dict) else user
+
+
+def _extends(chatbot: Any, sent: Any) -> bool:
+    """Whether `chatbot` continues the chatbot `sent` to the step: the same user messages in the
+    same places, and nothing after them but answer parts."""
+    if not isinstance(sent, list):
+        return True
+    if not isinstance(chatbot, list) or len(chatbot) < len(sent):
+        return False
+    same = [_user_side(x) for x in chatbot[: len(sent)]] == [_user_side(x) for x in sent]
+    return same and all(_user_side(x) is None for x in chatbot[len(sent) :])
 
 
 async def _backoff(clock: Clock, attempt: int, exc: QwenSpaceError) -> None:
@@ -206,8 +232,8 @@ async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
         files.append(
             await _retrying(
                 turn.clock,
-                lambda a=attachment: anyio.to_thread.run_sync(
-                    session.upload, turn.client, a.name, a.data, a.mime_type, abandon_on_cancel=True
+                lambda a=attachment: bridge.in_daemon_thread(
+                    session.upload, turn.client, a.name, a.data, a.mime_type
                 ),
             )
         )
@@ -293,7 +319,6 @@ async def run_turn(
     tracker = DeltaTracker()
     try:
         info = await _retrying(clock, lambda: session.space_info(target, opts.connect_timeout))
-        info = await _check_restart(conversation, info, clock, opts)
         conversation.space = target.url
         healed = False
         while True:
@@ -313,8 +338,8 @@ async def run_turn(
                 info = await _retrying(
                     clock, lambda old=old: session.space_info(target, opts.connect_timeout, stale=old)
                 )
-                if info.app_id != old.app_id and _has_history(conversation, message_count):
-                    raise _restarted(target.url) from None
+                if info.app_id == old.app_id and isinstance(exc, _StaleConfig):
+                    raise _restarted(target.url) from None  # it said it changed, yet it did not
     except QwenSpaceError as exc:
         exc.partial_text = tracker.emitted
         raise
@@ -336,6 +361,17 @@ async def _attempt(
     turn = Turn(conversation, info, clock)
     turn.client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
     try:
+        recorded = getattr(conversation, "app_id", None)
+        if recorded is not None and _has_history(conversation, message_count):
+            # The Space keeps a conversation's history in its app's memory: a restart loses it.
+            # One small request tells whether the app is still the one this conversation used.
+            live = await clock.bounded(
+                bridge.in_daemon_thread(session.live_app_id, turn.client)
+            )
+            if live is not None and live != info.app_id:
+                raise _StaleConfig("The Space restarted since this process read its page.")
+            if recorded != info.app_id:
+                raise _restarted(info.target.url)
         turn.router = bridge.install_tap(turn.client)
         chain = _run_chain(turn, prompt, opts, message_count, tracker)
         async with aclosing(chain):
@@ -343,6 +379,10 @@ async def _attempt(
                 yield item
     finally:
         await session.end_client(turn.client, cancelled=turn.client.left_unfinished)
+
+
+class _StaleConfig(APIChangedError):
+    """The Space's app is not the one whose page this process holds: read the page again."""
 
 
 def _has_history(conversation: JsonConversation, message_count: int) -> bool:
@@ -355,21 +395,3 @@ def _restarted(url: str) -> SpaceRestartedError:
         "the server. Start a new conversation (conversation=None), passing the earlier turns "
         "as messages if the answer needs them."
     )
-
-
-async def _check_restart(
-    conversation: JsonConversation, info: SpaceInfo, clock: Clock, opts: RequestOptions
-) -> SpaceInfo:
-    """Refuse to continue a conversation the Space no longer holds (its app restarted)."""
-    recorded = getattr(conversation, "app_id", None)
-    if recorded is None or info.app_id is None or recorded == info.app_id:
-        return info
-    if not _has_history(conversation, 0):
-        return info
-    # This process may hold an older config than the conversation: read it again once.
-    fresh = await _retrying(
-        clock, lambda: session.space_info(opts.target, opts.connect_timeout, stale=info)
-    )
-    if fresh.app_id != recorded:
-        raise _restarted(opts.target.url)
-    return fresh

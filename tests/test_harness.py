@@ -407,11 +407,14 @@ def test_plugin_runs_the_conformance_checks(qwen_replica: Any, tmp_path: Path) -
     assert "detail" in props
 
 
-def test_plugin_skips_an_unreachable_target_within_seconds(tmp_path: Path) -> None:
+def test_plugin_fails_fast_when_a_named_target_is_unreachable(tmp_path: Path) -> None:
+    # A target named on the command line that cannot be reached is an error, not a skip: a
+    # typo in CI must not look green (the skip stays for runs that name no target).
     proc, seconds = _pytest("--qwen-space=http://127.0.0.1:9", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(CHECK_NAMES)} skipped" in proc.stdout
-    assert "--qwen-space target unreachable: cannot reach http://127.0.0.1:9" in proc.stdout
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{len(CHECK_NAMES)} errors" in proc.stdout
+    said = "--qwen-space=http://127.0.0.1:9 was given but cannot be used: cannot reach http://127.0.0.1:9"
+    assert said in proc.stdout
     # A bound, not a synchronisation: the whole run (interpreter start included) ends quickly
     # because the probe of a refused port fails at once instead of waiting for a timeout.
-    assert seconds < 30, f"skipping took {seconds:.1f} s"
+    assert seconds < 30, f"failing took {seconds:.1f} s"
