@@ -168,7 +168,7 @@ class AdapterClient(Client):
         self.reader_timeout = reader_timeout
         self.left_unfinished = False  # a job was cancelled before it completed
         super().__init__(src, **kwargs)
-        self.httpx_kwargs = _ReaderKwargs(self.httpx_kwargs, self)
+        self.httpx_kwargs: dict[str, Any] = _ReaderKwargs(dict(self.httpx_kwargs), self)
         # The adapter uploads files itself, as a browser does (with `mime_type`), and sends file
         # values that already live on the Space (uploads, files in the chatbot) with their `meta`
         # tag, which Gradio 5 requires; gradio_client would try to upload those again.

@@ -27,8 +27,10 @@ class JsonConversation:
     """g4f-compatible conversation state: attributes from keyword arguments, `get_dict`, `from_dict`.
 
     Attributes the adapter sets: `session_hash`, `space` (the Space's URL), `model`, `chatbot` (the
-    Space's last chatbot value) and `message_count` (how many of the caller's messages the Space
-    has seen, so that passing the grown `messages` list sends only the new message).
+    Space's last chatbot value), `message_count` (how many of the caller's messages the Space
+    has seen, so that passing the grown `messages` list sends only the new message), `values`
+    (the other component values the Space's page reads back, such as an agent selector) and
+    `app_id` (the Space's app that holds the history: a restart changes it).
     """
 
     session_hash: str
@@ -36,6 +38,8 @@ class JsonConversation:
     model: str
     chatbot: list[Any]
     message_count: int
+    values: dict[str, Any]  # other component values the Space's page reads (an agent selector...)
+    app_id: Any  # the Space's app that holds this conversation's history (changes on restart)
 
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():

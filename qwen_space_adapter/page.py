@@ -187,9 +187,9 @@ class Page:
                 comp = components.get(comp_id)
                 if event == "submit" and comp is not None and comp.type in INPUT_TYPES and step is not None:
                     chain = _chain(step, deps)
-                    answer = _answer(chain, components)
-                    if answer is not None:
-                        found.append((INPUT_TYPES.index(comp.type), comp_id, chain, answer))
+                    streams = _answer(chain, components)
+                    if streams is not None:
+                        found.append((INPUT_TYPES.index(comp.type), comp_id, chain, streams))
         if not found:
             raise APIChangedError(
                 "The Space's page has no input whose submit leads to a chatbot that streams an "

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -232,8 +233,9 @@ async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
         files.append(
             await _retrying(
                 turn.clock,
-                lambda a=attachment: bridge.in_daemon_thread(
-                    session.upload, turn.client, a.name, a.data, a.mime_type
+                partial(
+                    bridge.in_daemon_thread, session.upload, turn.client,
+                    attachment.name, attachment.data, attachment.mime_type,
                 ),
             )
         )
@@ -251,9 +253,9 @@ async def _run_chain(
     turn.values[page.input_id] = page.user_value(prompt, await _upload(turn, opts))
     if fresh:
         for step in page.load_steps:
-            await _retrying(clock, lambda s=step: turn.run_step(s))
+            await _retrying(clock, partial(turn.run_step, step))
     for index, step in enumerate(page.chain[: page.answer]):
-        await _retrying(clock, lambda s=step: turn.run_step(s))
+        await _retrying(clock, partial(turn.run_step, step))
         if index == 0:
             # The Space now holds the user's message in this session: record it, so a retry
             # after a failure below continues the conversation instead of starting it again.
@@ -335,9 +337,7 @@ async def run_turn(
                 healed = True
                 log.info("the Space's page no longer fits (%s); reading its config again", type(exc).__name__)
                 old = info
-                info = await _retrying(
-                    clock, lambda old=old: session.space_info(target, opts.connect_timeout, stale=old)
-                )
+                info = await _retrying(clock, partial(session.space_info, target, opts.connect_timeout, stale=old))
                 if info.app_id == old.app_id and isinstance(exc, _StaleConfig):
                     raise _restarted(target.url) from None  # it said it changed, yet it did not
     except QwenSpaceError as exc:

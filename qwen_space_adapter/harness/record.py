@@ -98,7 +98,7 @@ def updates_from_messages(
         elif kind == "process_generating":
             data = (msg.get("output") or {}).get("data") or []
             value = data[position] if position < len(data) else None
-            current = value if current is None or not diffs else apply_diff(current, value)
+            current = value if current is None or not diffs else apply_diff(current, value or [])
             updates.append({"t": t, "kind": "generating", "bot": _bot(current),
                             "text": replay.text_of(_bot(current))})
         elif kind == "process_completed":
