@@ -1,6 +1,6 @@
 """The only module that touches gradio_client internals, guarded by version, with fallbacks.
 
-Why internals at all: the public API cannot meet the targets in `shared/PERFORMANCE.md`.
+Why internals at all: the public API cannot meet the targets in `docs/benchmark-protocol.md`.
 - A `Client` fetches the Space's config and API info on construction, and keeps one session hash.
   A conversation needs a session of its own, so every conversation would pay two HTTP requests.
   `AdapterClient` answers both from a per-process cache (the h2oGPT approach, without copying).

@@ -1,7 +1,7 @@
 """The non-text items an answer stream yields besides `str` deltas.
 
 Every event's `str()` is empty, so `"".join(map(str, stream))` is the answer text and code that
-prints each item (as the seed document's example does) prints only the answer. Events are frozen
+prints each item (as the original g4f provider's example does) prints only the answer. Events are frozen
 dataclasses: compare them, pattern-match on them, log them.
 """
 

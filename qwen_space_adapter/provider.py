@@ -1,4 +1,4 @@
-"""`Qwen_Qwen_2_5M`: the provider class of the seed document, backed by gradio_client jobs.
+"""`Qwen_Qwen_2_5M`: the g4f provider of that name for the Qwen2.5-1M-Demo Space, backed by gradio_client jobs.
 
 Thin on purpose: it checks the call, resolves the model, and hands one turn to `turn.run_turn`.
 Attributes and the `create_async_generator` signature are those of the original g4f provider, so
