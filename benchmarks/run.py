@@ -2,7 +2,7 @@
 
 How long each takes is stated once, in `benchmarks/README.md`; every run prints its own elapsed time.
 
-It follows `shared/PERFORMANCE.md`: servers on 127.0.0.1 that stamp every update with their
+It follows `docs/benchmark-protocol.md`: servers on 127.0.0.1 that stamp every update with their
 `time.time()`, three clients of the same servers in the same run (raw SSE, raw gradio_client, the
 adapter), and every figure reported as a ratio to raw SSE, because these machines are noisy and
 only same-run ratios hold. Each client runs in a subprocess of its own (`worker.py`), so CPU time,
@@ -654,7 +654,7 @@ def g(d: dict[str, Any], *path: str) -> float:
 
 
 def targets(f: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
-    """Each target of PERFORMANCE.md with the measured value and a verdict."""
+    """Each target of docs/benchmark-protocol.md (and issue 12's load target) with the measured value and a verdict."""
     top = str(max(s.levels))
     small, large = (str(n) for n in s.growth_sizes)
     lat, conc, gro, tur = f["latency"], f["concurrency"], f["growth"], f["turns"]
