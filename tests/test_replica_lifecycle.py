@@ -280,6 +280,16 @@ def test_a_supported_interpreter_on_the_machine_is_used(monkeypatch: pytest.Monk
         replica_env.choose_python(only_other)
 
 
+def test_the_interpreter_can_be_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    other = next((v for v in ("3.12", "3.10", "3.13", "3.11") if v != here and _pyenv(v)), None)
+    if other is None:
+        pytest.skip("no second supported Python on this machine")
+    monkeypatch.setenv("QWEN_SPACE_REPLICA_PYTHON", str(_pyenv(other)))
+    assert replica_env.choose_python(HAND) == (_pyenv(other), other)
+    assert replica_env.choose_python(HAND, sys.executable) == (sys.executable, here)  # --python wins
+
+
 @pytest.mark.parametrize("version", ["3.10", "3.11", "3.12", "3.13"])
 def test_the_hand_replica_runs_on_each_python(version: str) -> None:
     python = _pyenv(version)
