@@ -53,6 +53,11 @@ class ReplicaAgent(Agent):
         self.settings = settings
 
     def _run(self, messages: list[Message], lang: str = "en", **kwargs: Any) -> Iterator[list[Message]]:
+        """Answer the last user message of the server-side history `messages`.
+
+        Each yield is marked as parked in the stats until Gradio pulls the next one: that is how
+        a cancel is seen, since Gradio stops pulling a cancelled sync generator without closing it.
+        """
         s = self.settings
         req = model.request_from_history(messages)
         p = model.plan(req, token_delay=s.token_delay, prefill_base=s.prefill_base,
@@ -115,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mention", action="store_true")
     settings = ap.parse_args(argv)
     serving.hook_launch(gr, settings)
-    agents = [ReplicaAgent(AGENT_NAMES[i % len(AGENT_NAMES)] + (str(i) if i >= len(AGENT_NAMES) else ""), settings)
-              for i in range(settings.agents)]
+    names = [AGENT_NAMES[i] if i < len(AGENT_NAMES) else f"Agent{i + 1}" for i in range(settings.agents)]
+    agents = [ReplicaAgent(name, settings) for name in names]
     ui = WebUI(agents if len(agents) > 1 else agents[0],
                chatbot_config={"input.placeholder": "Ask the replica", "verbose": False})
     ui.run(server_name=settings.host, server_port=settings.port or None,
