@@ -79,6 +79,11 @@ def test_request_from_a_real_ui_history(tmp_path: Path) -> None:
     assert req.user_text == "read this" and req.files == [("doc.txt", "The pass key is 4242.")]
     assert "The pass key is 4242." in model.compose_answer(req)
     assert 'your first message was: "first"' in model.compose_answer(req)
+    follow_up = [*history, {"role": "assistant", "content": "read it"}, {"role": "user", "content": "and?"}]
+    later = model.request_from_history(follow_up)
+    assert later.files == [] and later.earlier_files == [("doc.txt", "The pass key is 4242.")]
+    assert ('I still have "doc.txt" from an earlier message (21 characters). The pass key is 4242.'
+            in model.compose_answer(later))
 
 
 def test_request_from_message_objects() -> None:

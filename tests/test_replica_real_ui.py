@@ -225,8 +225,9 @@ def test_attached_text_file_and_pass_key(page: Page, tmp_path: Path) -> None:
     doc.write_text("filler text. " * 5000 + "The pass key is 71432. " + "more filler. " * 5000)
     text = answer(page.turn("What is the pass key?", [page.upload(doc, "text/plain")])[-1])
     assert "(130023 characters). The pass key is 71432." in text
-    later = answer(page.turn("And again?")[-1])
-    assert "This is turn 2" in later
+    later = answer(page.turn("And again?")[-1])  # the file stays in the server-side history
+    assert "This is turn 2" in later and "I read" not in later
+    assert 'I still have "haystack.txt" from an earlier message (130023 characters). The pass key is 71432.' in later
 
 
 @ONE_PER_GRADIO

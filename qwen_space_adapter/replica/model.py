@@ -62,6 +62,8 @@ class Request:
     history: list[tuple[str, str]]  # earlier (user, assistant) turns of this session
     user_text: str
     files: list[tuple[str, str]] = field(default_factory=list)  # (name, text) of attachments
+    # Attachments of earlier messages: the Space's history keeps them, so the model still sees them.
+    earlier_files: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +142,10 @@ def compose_answer(req: Request) -> str:
         found = PASS_KEY_RE.search(content)
         detail = f" The pass key is {found.group(1)}." if found else ""
         sentences.append(f'I read "{name}" ({len(content)} characters).{detail}')
+    for name, content in req.earlier_files:
+        found = PASS_KEY_RE.search(content)
+        detail = f" The pass key is {found.group(1)}." if found else ""
+        sentences.append(f'I still have "{name}" from an earlier message ({len(content)} characters).{detail}')
     return " ".join(sentences)
 
 
@@ -168,7 +174,7 @@ def plan(
         del tokens[want:]
     if max_tokens is not None:
         tokens = tokens[:max_tokens]
-    context_chars = len(raw) + sum(len(c) for _, c in req.files)
+    context_chars = len(raw) + sum(len(c) for _, c in req.files + req.earlier_files)
     context_chars += sum(len(u) + len(a) for u, a in req.history)
     prefill = prefill_base + prefill_per_mb * context_chars / 1_000_000
     summary = (
@@ -264,12 +270,17 @@ def request_from_history(history: list[Any]) -> Request:
     if not users:
         return Request(history=[], user_text="")
     pairs: list[tuple[str, str]] = []
+    earlier: list[str] = []
     for message in history[: users[-1]]:
-        text, _ = _parts(message["content"])
+        text, attached = _parts(message["content"])
         if message["role"] == "user":
             pairs.append((text, ""))
+            earlier += attached
         elif message["role"] == "assistant" and pairs and text:
             pairs[-1] = (pairs[-1][0], text)
     text, files = _parts(history[users[-1]]["content"])
-    paths = [f.removeprefix("file://") for f in files]
-    return Request(history=pairs, user_text=text, files=[(Path(f).name, file_text(f)) for f in paths])
+    return Request(history=pairs, user_text=text, files=_read(files), earlier_files=_read(earlier))
+
+
+def _read(paths: list[str]) -> list[tuple[str, str]]:
+    return [(Path(p.removeprefix("file://")).name, file_text(p.removeprefix("file://"))) for p in paths]
