@@ -10,6 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +330,26 @@ def test_a_cancelled_answer_stops_and_counts_as_cancelled(layout: tuple[Any, int
     mine = [r for r in stats["requests"] if r["user_text"] == "cancel me [[tokens=400]] [[delay=0.02]]"]
     assert stats["active"] == 0 and mine[-1]["status"] == "cancelled"
     assert mine[-1]["tokens"] < 400
+
+
+def test_cli_serves_the_real_ui_until_interrupted() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_space_adapter", "replica", "--ui", "qwen-agent==0.0.34", "--agents", "2",
+         "--mention", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        config = httpx.get(url + "/config", timeout=10).json()
+        assert config["version"] == "5.23.1"
+        assert [d["api_name"] for d in config["dependencies"]][:5] == [
+            "change_agent", "add_text", "add_mention", "agent_run", "flushed"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/config", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
