@@ -361,7 +361,7 @@ def _chain_sigterm() -> None:
         _stop_all()
         if callable(previous):
             previous(signum, frame)
-        elif previous == signal.SIG_DFL:
+        elif previous != signal.SIG_IGN:  # the default, or a handler not set from Python: exit
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
