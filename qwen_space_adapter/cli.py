@@ -508,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--port", type=int, default=0, help="0 picks a free port")
     rep.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens")
     rep.add_argument("--prefill-base", type=float, default=0.05, help="seconds of 'thinking'")
-    rep.add_argument("--fault", default=None, help="a fault for every request (see README)")
+    rep.add_argument("--fault", default=None,
+                     help="a fault for every request: error-before-first-token, error-mid-stream, stall, "
+                          "slow-first-token or die-mid-stream (see README)")
     rep.add_argument("--fault-arg", type=float, default=None)
     rep.add_argument("--max-queue-size", type=int, default=0, help="0 = unlimited")
     rep.add_argument("--concurrency-limit", type=int, default=0, help="0 = unlimited")
@@ -516,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--replay-speed", type=float, default=1.0)
     rep.add_argument("--ui", default="hand",
                      help="'hand' (default, fast), 'qwen-agent' (Qwen-Agent 0.0.11's real UI, Gradio 4) "
-                          "or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; 0.0.34 is on Gradio 5)")
+                          "or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; Gradio 5 from 0.0.12 on)")
     rep.add_argument("--agents", type=int, default=1, help="agents behind the real UI (--ui qwen-agent)")
     rep.add_argument("--mention", action="store_true", help="let @Name pick the agent (needs --agents 2+)")
     rep.add_argument("--python", default=None,
