@@ -10,7 +10,9 @@ Fixtures: `qwen_space_url` (the target's URL), `qwen_provider` (the provider bou
 `qwen_replica` (a session-wide replica; `qwen_replica_url` is its URL),
 `qwen_replica_factory` (replicas with settings, stopped after the test; `ui=`, `agents=` and
 `mention=` pick the Qwen team's real UI and its layout) and `qwen_shared_replica` (the same, shared by
-the session: one replica per distinct settings). Tests marked
+the session: one replica per distinct settings). The session replica is the hand-made one unless
+`QWEN_SPACE_REPLICA_UI` (with `QWEN_SPACE_REPLICA_AGENTS`, `QWEN_SPACE_REPLICA_MENTION`) names
+another flavor, so a whole suite can run against the Qwen team's real UI. Tests marked
 `@pytest.mark.live` need the target. Without `--qwen-space` they are skipped; with a target
 that cannot be reached (a probe of a few seconds, never a hang) they fail, each with the reason:
 a typo in CI's target must not look green.
@@ -18,6 +20,7 @@ a typo in CI's target must not look green.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,13 +61,23 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def qwen_replica() -> Iterator[Any]:
-    """A replica Space for the whole test session (built and started once, stopped at the end)."""
-    from .replica import Replica
+def session_replica_settings() -> dict[str, Any]:
+    """The flavor of the session's replica: the hand-made one, unless the environment names
+    another, so that a whole suite runs against the Qwen team's real UI unchanged:
+    `QWEN_SPACE_REPLICA_UI=qwen-agent==0.0.34 QWEN_SPACE_REPLICA_AGENTS=2 QWEN_SPACE_REPLICA_MENTION=1`."""
+    settings: dict[str, Any] = {"ui": os.environ.get("QWEN_SPACE_REPLICA_UI") or "hand"}
+    if os.environ.get("QWEN_SPACE_REPLICA_AGENTS"):
+        settings["agents"] = int(os.environ["QWEN_SPACE_REPLICA_AGENTS"])
+    if os.environ.get("QWEN_SPACE_REPLICA_MENTION", "") not in ("", "0"):
+        settings["mention"] = True
+    return settings
 
-    with Replica(token_delay=0.005, prefill_base=0.02) as replica:
-        yield replica
+
+@pytest.fixture(scope="session")
+def qwen_replica(qwen_shared_replica: Callable[..., Any]) -> Any:
+    """A replica Space for the whole test session (built and started once, stopped at the end);
+    its flavor follows `session_replica_settings()`."""
+    return qwen_shared_replica(**session_replica_settings())
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,12 @@ USER_ENTRY = {
 }
 
 
+@pytest.fixture
+def hand(qwen_shared_replica):
+    """The hand-made replica (these tests are about its API), whatever flavor the session's is."""
+    return qwen_shared_replica(ui="hand")
+
+
 def _client(url: str) -> Client:
     return Client(url, verbose=False, download_files=False)
 
@@ -36,8 +42,8 @@ def _turn(client: Client, text: str, chatbot: list | None = None) -> tuple[list,
     return added, outputs
 
 
-def test_config_is_the_spaces_stack(qwen_replica):
-    config = httpx.get(qwen_replica.url + "/config").json()
+def test_config_is_the_spaces_stack(hand):
+    config = httpx.get(hand.url + "/config").json()
     assert config["version"].startswith("4.44.")
     assert config["show_api"] is False
     types = {c["type"] for c in config["components"]}
@@ -53,8 +59,8 @@ def test_config_is_the_spaces_stack(qwen_replica):
     assert deps[2]["trigger_after"] == 1
 
 
-def test_add_text_and_predict_have_the_recorded_shapes(qwen_replica):
-    client = _client(qwen_replica.url)
+def test_add_text_and_predict_have_the_recorded_shapes(hand):
+    client = _client(hand.url)
     try:
         added, outputs = _turn(client, PROMPT)
     finally:
@@ -71,8 +77,8 @@ def test_add_text_and_predict_have_the_recorded_shapes(qwen_replica):
     assert len(texts) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
-def test_sessions_do_not_share_history(qwen_replica):
-    a, b = _client(qwen_replica.url), _client(qwen_replica.url)
+def test_sessions_do_not_share_history(hand):
+    a, b = _client(hand.url), _client(hand.url)
     try:
         _added, outputs = _turn(a, "my name is Ada")
         _, second = _turn(a, "what is my name?", outputs[-1])
@@ -87,23 +93,23 @@ def test_sessions_do_not_share_history(qwen_replica):
 
 def test_the_url_fixture_is_the_session_replica(qwen_replica, qwen_replica_url):
     assert qwen_replica_url == qwen_replica.url
-    assert httpx.get(qwen_replica_url + "/config").json()["version"].startswith("4.44.")
+    assert httpx.get(qwen_replica_url + "/config").json()["dependencies"]
 
 
-def test_clear_resets_the_chatbot(qwen_replica):
-    client = _client(qwen_replica.url)
+def test_clear_resets_the_chatbot(hand):
+    client = _client(hand.url)
     try:
         assert client.predict(fn_index=0) == []
     finally:
         client.close()
 
 
-def test_attached_file_is_read(qwen_replica, tmp_path):
+def test_attached_file_is_read(hand, tmp_path):
     doc = tmp_path / "haystack.txt"
     doc.write_text("filler text. " * 20000 + "The pass key is 71432. " + "more filler. " * 20000)
     from gradio_client import handle_file
 
-    client = _client(qwen_replica.url)
+    client = _client(hand.url)
     try:
         added = client.submit(
             {"text": "What is the pass key?", "files": [handle_file(str(doc))]}, [], fn_index=1
@@ -163,9 +169,10 @@ def test_no_replica_outlives_the_test_session(tmp_path):
     """A pytest session using the plugin's fixtures leaves no replica process behind."""
     pids = tmp_path / "pids.txt"
     (tmp_path / "test_inner.py").write_text(
-        "def test_uses_replicas(qwen_replica, qwen_replica_factory):\n"
+        "def test_uses_replicas(qwen_replica, qwen_replica_factory, qwen_shared_replica):\n"
         "    other = qwen_replica_factory()\n"
-        f"    open({str(pids)!r}, 'w').write(f'{{qwen_replica.pid}} {{other.pid}}')\n"
+        "    shared = qwen_shared_replica(token_delay=0.01)\n"
+        f"    open({str(pids)!r}, 'w').write(f'{{qwen_replica.pid}} {{other.pid}} {{shared.pid}}')\n"
     )
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
