@@ -144,6 +144,7 @@ async def test_queue_full_and_concurrency_limit(qwen_replica_factory, no_thread_
     replica = qwen_replica_factory(concurrency_limit=1, max_queue_size=2)
     running = stream(replica.url, "a [[tokens=3000]] [[delay=0.01]]")
     waiting = stream(replica.url, "b", max_retries=0)
+    second = stream(replica.url, "b2", max_retries=0)
     with anyio.fail_after(60):
         async for item in running:  # the first conversation holds the only slot
             if isinstance(item, str):
@@ -154,16 +155,23 @@ async def test_queue_full_and_concurrency_limit(qwen_replica_factory, no_thread_
                 queued = item
                 break
         assert queued is not None and queued.position == 0
-        # a queued job can run out of patience: the first-token deadline covers the queue.
-        # (Gradio 4.x keeps a cancelled queued event in its queue: it now fills the second place.)
+        # a queued job can run out of patience: the first-token deadline covers the queue, and
+        # giving up takes the job out of the Space's queue (Gradio's /cancel alone would not).
         with pytest.raises(SpaceTimeoutError) as info:
             await drain(replica.url, "d", max_retries=0, first_token_timeout=1)
         assert info.value.phase == "first token"
+        async for item in second:  # the queue's second place is free again
+            if isinstance(item, QueueStatus):
+                break
         with pytest.raises(QueueFullError, match=r"queue .* is full"):
             await drain(replica.url, "c", max_retries=1, retry_backoff=0.01)
         await running.aclose()
         rest = "".join([i async for i in waiting if isinstance(i, str)])
         assert rest.startswith('You said: "b".'), "the queued conversation completes once the slot frees"
+        rest = "".join([i async for i in second if isinstance(i, str)])
+        assert rest.startswith('You said: "b2".')
+    ran = [r["user_text"] for r in replica.wait_idle(15)["requests"]]
+    assert "d" not in ran and "c" not in ran, f"a job given up on while queued still ran: {ran}"
 
 
 async def test_server_killed_mid_stream(qwen_replica_factory, no_thread_leak):
