@@ -15,9 +15,7 @@ from typing import Any
 
 from .errors import APIChangedError
 from .events import Reasoning, Summary, TextRewritten
-
-THINKING = "Qwen is thinking..."
-SUMMARY_MARKER = "\n<summary>"
+from .space_text import SUMMARY_MARKER, THINKING
 
 Item = str | Reasoning | Summary | TextRewritten
 

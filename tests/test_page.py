@@ -140,6 +140,20 @@ def test_gradios_own_chatbot_and_textbox():
     assert Page.from_config(_gradio_chat(generator=False)).answer == 1  # no flags: the last writer
 
 
+def test_load_events_that_set_values_are_found():
+    cfg = _gradio_chat()
+    cfg["components"].append({"id": 3, "type": "dropdown", "props": {"value": None}})
+    cfg["dependencies"].append({"id": 2, "targets": [[0, "load"]], "inputs": [], "outputs": [3],
+                                "backend_fn": True, "queue": False, "types": {"generator": False}})
+    cfg["dependencies"].append({"id": 3, "targets": [[0, "load"]], "inputs": [], "outputs": [],
+                                "backend_fn": False})  # `demo.load(None)`: nothing to run
+    page = Page.from_config(cfg)
+    assert [s.fn_index for s in page.load_steps] == [2]
+    values = page.initial_values()
+    page.apply(page.load_steps[0], values, ["model-b"])
+    assert values[3] == "model-b"
+
+
 def test_a_js_only_step_in_the_chain_is_passed_through():
     cfg = _gradio_chat()
     cfg["dependencies"][1]["trigger_after"] = 5
