@@ -223,6 +223,29 @@ async def test_gradios_own_chat_pattern_is_driven_like_any_page(qwen_replica_fac
         assert await drain(replica.url, "hello") == "changed"
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the page model does not depend on it
+@pytest.mark.parametrize("mode", ["tuples", "messages", "multimodal"])
+async def test_gradios_chat_interface_is_driven_like_any_page(qwen_replica_factory, mode, anyio_backend):
+    replica = qwen_replica_factory(app=str(APPS / "chat_interface.py"), extra_args=["--mode", mode])
+    messages = [{"role": "user", "content": "first"}]
+    conversation = None
+    with anyio.fail_after(60):
+        for turn in range(2):
+            text = ""
+            async for item in Qwen_Qwen_2_5M.create_async_generator(
+                "", messages, space=replica.url, conversation=conversation, return_conversation=True
+            ):
+                if isinstance(item, str):
+                    text += item
+                elif hasattr(item, "get_dict"):
+                    conversation = item
+            # ChatInterface keeps the history in the chatbot, which the adapter sends back.
+            earlier = turn if mode == "tuples" else 2 * turn  # pairs, or messages
+            said = messages[-1]["content"]
+            assert text.strip() == f'You said: "{said}". This chat has {earlier} earlier message(s).'
+            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "second"}]
+
+
 # --- leaks, load, isolation ---------------------------------------------------------------
 
 
