@@ -35,11 +35,34 @@ serving.handle_signals()
 import gradio as gr  # noqa: E402
 import model  # noqa: E402
 import replay  # noqa: E402
+from gradio.context import LocalContext  # noqa: E402
 from qwen_agent import Agent  # noqa: E402
 from qwen_agent.gui.web_ui import WebUI  # noqa: E402
 from qwen_agent.llm.schema import ASSISTANT, FUNCTION, FunctionCall, Message  # noqa: E402
 
 AGENT_NAMES = ["Qwen", "Helper", "Critic", "Planner", "Writer", "Reader", "Coder", "Tester"]
+
+
+class Cancelled(Exception):
+    """The caller cancelled this answer while the model was busy (thinking or stalled)."""
+
+
+def _cancelled() -> bool:
+    """Whether Gradio cancelled the event this thread works for: its `/cancel` (and a client
+    gone away) moves the event to `app.iterators_to_reset`, and nothing else tells the thread."""
+    event_id, blocks = LocalContext.event_id.get(), LocalContext.blocks.get()
+    app = getattr(blocks, "server_app", None)
+    return bool(event_id) and event_id in getattr(app, "iterators_to_reset", ())
+
+
+def _sleep(seconds: float) -> None:
+    """A pause that a cancel interrupts, as an awaited sleep is in the hand-made app: a long
+    prefill or a stall must not hold the worker (and the stats) after the caller left."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if _cancelled():
+            raise Cancelled
+        time.sleep(min(left, 0.05))
 STATS = serving.STATS
 TOOL = "read_history"
 
@@ -65,10 +88,13 @@ class ReplicaAgent(Agent):
         record = {"user_text": req.user_text, "history_turns": len(req.history),
                   "files": [name for name, _ in req.files], "agent": self.name}
         with STATS.generation(record) as outcome:
-            for responses in self._respond(req, p, record, outcome):
-                STATS.suspended(record, time.monotonic())
-                yield responses
-                STATS.suspended(record, None)
+            try:
+                for responses in self._respond(req, p, record, outcome):
+                    STATS.suspended(record, time.monotonic())
+                    yield responses
+                    STATS.suspended(record, None)
+            except Cancelled:
+                return  # nobody listens any more; the outcome stays "cancelled"
 
     def _respond(self, req: model.Request, p: model.Plan, record: dict[str, Any],
                  outcome: Any) -> Iterator[list[Message]]:
@@ -87,7 +113,7 @@ class ReplicaAgent(Agent):
             return
         for step in model.steps(p, p.fault or s.fault, p.fault_arg or s.fault_arg):
             if step.delay:
-                time.sleep(step.delay)
+                _sleep(step.delay)
             if step.error:
                 outcome("failed")
                 raise gr.Error(step.error)
@@ -103,7 +129,7 @@ class ReplicaAgent(Agent):
         player = replay.load(s.replay)
         try:
             for step in player.schedule(len(req.history), s.replay_speed):
-                time.sleep(step.delay)
+                _sleep(step.delay)
                 if step.error is not None:
                     outcome("failed")
                     raise gr.Error(step.error)
