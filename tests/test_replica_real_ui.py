@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -353,3 +354,24 @@ def test_cli_serves_the_real_ui_until_interrupted() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@ONE_PER_GRADIO
+def test_a_cancel_interrupts_a_stalled_model(layout: tuple[Any, int, bool]) -> None:
+    """The model sleeps in Gradio's worker thread: a cancel must still end it (not 60 s later)."""
+    replica = layout[0]
+    page = Page(replica.url)
+    prompt = "stall [[tokens=40]] [[fault:stall=60]]"
+    try:
+        job = page.start_answer(prompt)
+        outs = page._visible(page.deps[page.chain[-2]]["outputs"])  # agent_run's (flushed is last)
+        for update in job:
+            chatbot = update if len(outs) == 1 else update[outs.index(page.chatbot)]
+            if len(re.findall(r"\S+\s*", answer(chatbot))) >= 20:
+                break  # 20 tokens shown: the model now stalls
+        job.cancel()
+        stats = replica.wait_idle(15)
+    finally:
+        page.close()
+    mine = [r for r in stats["requests"] if r["user_text"] == prompt]
+    assert stats["active"] == 0 and mine[-1]["status"] == "cancelled" and mine[-1]["tokens"] == 20
