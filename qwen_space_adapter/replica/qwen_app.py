@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,17 @@ class Cancelled(Exception):
     """The caller cancelled this answer while the model was busy (thinking or stalled)."""
 
 
-def _cancelled() -> bool:
-    """Whether Gradio cancelled the event this thread works for: its `/cancel` (and a client
-    gone away) moves the event to `app.iterators_to_reset`, and nothing else tells the thread."""
+def _probe() -> Callable[[], bool]:
+    """Whether Gradio cancelled the event this thread now works for, askable from any thread:
+    its `/cancel` (and a client gone away) moves the event to `app.iterators_to_reset`, and
+    nothing else tells the generator."""
     event_id, blocks = LocalContext.event_id.get(), LocalContext.blocks.get()
-    app = getattr(blocks, "server_app", None)
-    return bool(event_id) and event_id in getattr(app, "iterators_to_reset", ())
+    resets = getattr(getattr(blocks, "server_app", None), "iterators_to_reset", ())
+    return lambda: bool(event_id) and event_id in resets
+
+
+def _cancelled() -> bool:
+    return _probe()()
 
 
 def _sleep(seconds: float) -> None:
@@ -87,7 +92,7 @@ class ReplicaAgent(Agent):
                        prefill_per_mb=s.prefill_per_mb)
         record = {"user_text": req.user_text, "history_turns": len(req.history),
                   "files": [name for name, _ in req.files], "agent": self.name}
-        with STATS.generation(record) as outcome:
+        with STATS.generation(record, _probe()) as outcome:
             try:
                 for responses in self._respond(req, p, record, outcome):
                     STATS.suspended(record, time.monotonic())

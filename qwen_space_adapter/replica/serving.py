@@ -73,6 +73,7 @@ class Stats:
         self.failed = 0
         self.tokens = 0
         self.requests: list[dict[str, Any]] = []
+        self.probes: dict[int, Callable[[], bool]] = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self.cond:
@@ -88,9 +89,14 @@ class Stats:
             }
 
     @contextmanager
-    def generation(self, record: dict[str, Any]) -> Iterator[Callable[[str], None]]:
+    def generation(
+        self, record: dict[str, Any], cancelled: Callable[[], bool] | None = None
+    ) -> Iterator[Callable[[str], None]]:
         """Count one generation; the caller sets its outcome through the yielded function.
-        An outcome never set (the generator was closed: a cancel) counts as cancelled."""
+        An outcome never set (the generator was closed: a cancel) counts as cancelled.
+        `cancelled` tells, from any thread, whether the server cancelled it (see `suspended`)."""
+        if cancelled is not None:
+            self.probes[id(record)] = cancelled
         record.setdefault("tokens", 0)
         record["status"] = "running"
         record["began"] = time.monotonic()  # with "ended": shows whether generations overlapped
@@ -108,6 +114,7 @@ class Stats:
     def _end(self, record: dict[str, Any], status: str) -> None:
         if record["status"] != "running":  # already counted as abandoned
             return
+        self.probes.pop(id(record), None)
         self.active -= 1
         record["status"] = status
         record["ended"] = time.monotonic()
@@ -119,7 +126,8 @@ class Stats:
 
         Gradio runs a sync generator one step per pull and, when the job is cancelled, simply
         stops pulling without closing it; so a generation parked for longer than `ABANDONED`
-        seconds (Gradio pulls the next step as soon as it sent the last) was cancelled.
+        seconds (Gradio pulls the next step as soon as it sent the last) was cancelled; one
+        whose `cancelled` probe says so was cancelled at once.
         """
         with self.cond:
             record["parked"] = at
@@ -128,7 +136,10 @@ class Stats:
         now = time.monotonic()
         for record in self.requests:
             parked = record.get("parked")
-            if record["status"] == "running" and parked is not None and now - parked > ABANDONED:
+            if record["status"] != "running" or parked is None:
+                continue
+            probe = self.probes.get(id(record))
+            if now - parked > ABANDONED or (probe is not None and probe()):
                 self._end(record, "cancelled")
 
     def token(self, record: dict[str, Any]) -> None:
