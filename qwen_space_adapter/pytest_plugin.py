@@ -119,12 +119,12 @@ def qwen_shared_replica() -> Iterator[Callable[..., Any]]:
     """Replicas shared by the whole test session: the same settings give the same running
     replica, so a test matrix over UIs and layouts starts each one once. Tests must not rely
     on its stats starting at zero. Stopped at the end of the session."""
-    from .replica import Replica
+    from .replica import Replica, ReplicaSettings
 
     running: dict[str, Any] = {}
 
     def get(**settings: Any) -> Any:
-        key = repr(sorted(_fast(settings).items()))
+        key = repr(ReplicaSettings(**_fast(settings)))  # every field, defaults included
         if key not in running:
             replica = Replica(**settings)
             replica.start()
