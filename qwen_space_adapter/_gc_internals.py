@@ -28,6 +28,7 @@ import functools
 import inspect
 import socket
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,7 @@ from gradio_client.utils import ServerMessage
 TESTED_VERSIONS = ("2.7",)
 GC_VERSION: str = getattr(gradio_client, "__version__", "") or ""
 
+READER_ENDED = "qwen_space_adapter:reader_ended"
 Sink = Callable[[str, Any], None]
 """Called from gradio_client's reader thread with (event_id, message); must not block."""
 
@@ -225,6 +227,9 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
             if isinstance(copied.get("output"), dict):
                 copied["output"] = dict(copied["output"])
             self.sink(self.event_id, copied)
+        elif msg is None:
+            # gradio_client's mark that the reader ended while this event was pending.
+            self.sink(self.event_id, {"msg": READER_ENDED})
         super().append(msg)
 
 
@@ -248,6 +253,49 @@ class _TappedEvents(dict):  # type: ignore[type-arg]
             self[event_id] = default if default is not None else deque()
         self.on_register(event_id)
         return self[event_id]
+
+
+def join(client: Client, fn_index: int, args: tuple[Any, ...]) -> str:
+    """Put one step on the Space's queue as `Job` would, without its per-job threads.
+
+    A `Job` runs two helper threads that poll every 50 ms (`check_for_cancel`, `stream_sse_v1plus`)
+    for as long as it lasts; with the tap, every message already reaches the adapter, so they only
+    cost CPU (most of the adapter's at a few hundred conversations). Blocking: the POST to the
+    queue. Returns the event id; `send_data` registers it (so the tap learns it) and opens the
+    client's reader if none is open.
+    """
+    endpoint = client.endpoints[fn_index]
+    data = endpoint.insert_empty_state(*args) if client._skip_components else args
+    payload = {"data": list(data), "fn_index": fn_index, **endpoint.oauth_token_payload()}
+    hash_data = {"fn_index": fn_index, "session_hash": client.session_hash}
+    return str(client.send_data(payload, hash_data, endpoint.protocol, None))
+
+
+def cancel(client: Client, fn_index: int, event_id: str | None) -> None:
+    """Ask the Space to stop an event, as `Job.cancel` does for Gradio newer than 4.29."""
+    url = urllib.parse.urljoin(client.src_prefixed, "cancel")
+    httpx.post(
+        url, json={"fn_index": fn_index, "session_hash": client.session_hash, "event_id": event_id},
+        headers=client.headers, cookies=client.cookies, verify=client.ssl_verify, **dict(client.httpx_kwargs),
+    )
+
+
+@functools.cache
+def join_supported() -> bool:
+    """Whether `join` can replace `Client.submit`: the tap works and the pieces it calls exist."""
+    endpoint = getattr(gradio_client.client, "Endpoint", None)
+    return (
+        tap_supported()
+        and all(callable(getattr(endpoint, n, None)) for n in ("insert_empty_state", "oauth_token_payload"))
+        and "pending_messages.append(None)" in _source(Client.send_data)
+    )
+
+
+def _source(fn: Any) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
 
 
 def tap(client: Client, sink: Sink, on_register: Callable[[str], None]) -> None:

@@ -220,6 +220,12 @@ class JobFollower:
                 raise app_error(output.get("error"))
             self.succeeded = True
             return Completed(list(output.get("data", [])))
+        if kind == gci.READER_ENDED:
+            self.finished = True
+            raise StreamInterruptedError(
+                f"The connection to the Space at {self.url} ended before the step was complete "
+                "(the Space restarted or the network dropped). Retry the request."
+            )
         if msg.get("message") == "Server stopped unexpectedly.":
             self.finished = True
             raise StreamInterruptedError(
@@ -265,11 +271,44 @@ def is_diff(value: Any) -> bool:
     )
 
 
-def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any) -> Any:
-    """Submit a job whose end (result or error) reaches `follower` through its channel.
+class DirectJob:
+    """A step put on the Space's queue with `gci.join` and followed through the tap alone.
 
-    `Client.submit` only queues the work on gradio_client's executor, so this does not block.
+    Its only thread is the one that joins the queue (a POST); messages, completion and errors
+    reach the follower through the tap, a failed join through `follower.on_done`.
     """
+
+    def __init__(self, client: Any, follower: JobFollower, fn_index: int, args: tuple[Any, ...]) -> None:
+        self.client = client
+        self.fn_index = fn_index
+        self.future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def join() -> None:
+            try:
+                self.future.set_result(gci.join(client, fn_index, args))
+            except BaseException as exc:  # handed to the follower
+                self.future.set_exception(exc)
+                follower.on_done(self.future)
+
+        threading.Thread(target=join, name="qwen-space join", daemon=True).start()
+
+    def cancel(self) -> None:
+        """Stop the event on the Space once its id is known (a cancel without it stops nothing)."""
+        try:
+            event_id = self.future.result(timeout=CANCEL_GRACE)
+        except Exception:
+            return
+        gci.cancel(self.client, self.fn_index, event_id)
+
+
+def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any, tapped: bool = False) -> Any:
+    """Submit a step whose end (result or error) reaches `follower` through its channel.
+
+    With the tap, the step joins the queue directly (`DirectJob`): no per-job polling threads.
+    Otherwise `Client.submit` (it only queues the work on gradio_client's executor).
+    """
+    if tapped and gci.join_supported():
+        return DirectJob(client, follower, fn_index, args)
     job = client.submit(*args, fn_index=fn_index)
     job.add_done_callback(follower.on_done)
     return job

@@ -108,7 +108,7 @@ async def _follow(
     if router is not None:
         router.follower = follower
     try:
-        job = bridge.submit(client, follower, step.fn_index, *args)
+        job = bridge.submit(client, follower, step.fn_index, *args, tapped=router is not None)
     except Exception as exc:
         raise translate(exc, info.target.url) from None
     events = (

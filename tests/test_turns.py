@@ -206,7 +206,7 @@ async def _fails_within(url: str, error: type, bound: float, **kw: Any) -> float
 async def test_a_silent_server_is_bounded_by_timeout(silent_server):
     forget_spaces()
     baseline = live_threads()
-    bounded = {"timeout": 3, "connect_timeout": 3}
+    bounded = {"timeout": 3, "connect_timeout": 5}  # the call's deadline comes first
     await _fails_within(silent_server, SpaceTimeoutError, 10, first_token_timeout=3, max_retries=0, **bounded)
     await _fails_within(silent_server, SpaceTimeoutError, 10, **bounded)  # retries fit in the same time
     await _fails_within(silent_server, SpaceUnavailableError, 10, connect_timeout=1, max_retries=0)
