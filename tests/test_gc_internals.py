@@ -12,7 +12,7 @@ def test_the_internals_we_rely_on_are_still_there():
     # If this fails, gradio_client changed: read _gc_internals.py, adapt it (or widen
     # TESTED_VERSIONS after checking), because the adapter has fallen back to the slow path.
     assert gci.problems() == []
-    assert gci.tap_supported()
+    assert gci.tap_supported() and gci.join_supported()
 
 
 def test_problems_are_detected(mocker):
@@ -26,6 +26,26 @@ def test_tap_refuses_when_internals_changed(mocker):
     mocker.patch.object(gci, "tap_supported", return_value=False)
     with pytest.raises(RuntimeError, match="public Job API"):
         gci.tap(object(), lambda *a: None, lambda e: None)
+
+
+@pytest.mark.anyio
+async def test_gradio_clients_job_path_gives_the_same_answer(qwen_replica, mocker):
+    # Without the direct join (internals changed), steps go through `Client.submit` and its Job.
+    async def answer() -> str:
+        out = ""
+        async for i in Qwen_Qwen_2_5M.create_async_generator(
+            "qwen-2.5-1m", [{"role": "user", "content": "job path check"}], space=qwen_replica.url
+        ):
+            if isinstance(i, str):
+                out += i
+        return out
+
+    direct = mocker.spy(gci, "join")
+    fast = await answer()
+    assert direct.call_count == 2  # add_text and predict joined the queue directly
+    mocker.patch.object(gci, "join_supported", return_value=False)
+    assert await answer() == fast == 'You said: "job path check". This is the first turn of our conversation.'
+    assert direct.call_count == 2
 
 
 @pytest.mark.anyio
