@@ -55,6 +55,8 @@ class _Recorder:
         self.registered: list[str] = []
 
     def sink(self, event_id: str, msg: Any) -> None:
+        if msg.get("msg") == gci.READER_ENDED:  # the client's own mark, not a server message
+            return
         now = time.monotonic()
         with self.lock:
             self.events.setdefault(event_id, []).append((now, copy.deepcopy(msg)))
