@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from threadcount import CACHED_THREADS
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -17,8 +18,6 @@ def say(text: str) -> list[dict[str, str]]:
 @pytest.fixture
 def no_thread_leak():
     """Fail a test that leaves threads running once it is done (bounded wait for them to end)."""
-    # trio and anyio keep idle worker threads cached for a while by design: not leaks.
-    cached = ("Trio thread", "AnyIO worker thread")
     before = {t.ident for t in threading.enumerate()}
     yield
     import time
@@ -27,7 +26,7 @@ def no_thread_leak():
     while True:
         extra = [
             t for t in threading.enumerate()
-            if t.ident not in before and t.is_alive() and not t.name.startswith(cached)
+            if t.ident not in before and t.is_alive() and not t.name.startswith(CACHED_THREADS)
         ]
         if not extra or time.monotonic() > deadline:
             break

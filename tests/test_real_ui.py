@@ -17,6 +17,7 @@ import pytest
 from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M, Reasoning, Summary, TextRewritten
 from qwen_space_adapter.deltas import SUMMARY_MARKER, answer_text
 from qwen_space_adapter.harness.checks import run_suite
+from qwen_space_adapter.provider import collect
 
 LAYOUTS = {
     "hand": {},
@@ -42,19 +43,12 @@ def anyio_backend() -> str:
 
 async def ask(space: str, messages: list[dict[str, str]], conversation: JsonConversation | None = None,
               **kw: Any) -> tuple[str, list[Any], JsonConversation]:
-    text, events, conv = "", [], None
     stream = Qwen_Qwen_2_5M.create_async_generator(
         "", messages, space=space, return_conversation=True, conversation=conversation, **kw
     )
-    async for item in stream:
-        if isinstance(item, str):
-            text += item
-        elif isinstance(item, JsonConversation):
-            conv = item
-        else:
-            events.append(item)
-    assert conv is not None
-    return text, events, conv
+    answer = collect([item async for item in stream])
+    assert answer.conversation is not None
+    return answer.text, answer.events, answer.conversation
 
 
 def final_answer(conv: JsonConversation) -> str:

@@ -12,12 +12,12 @@ import gc
 import os
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
 import pytest
+from threadcount import settle_threads, thread_count
 
 from qwen_space_adapter import (
     APIChangedError,
@@ -249,20 +249,8 @@ async def test_gradios_chat_interface_is_driven_like_any_page(qwen_replica_facto
 # --- leaks, load, isolation ---------------------------------------------------------------
 
 
-CACHED_THREADS = ("AnyIO worker thread", "Trio thread")  # idle workers kept by design: not leaks
-
-
-def thread_count() -> int:
-    return sum(1 for t in threading.enumerate() if not t.name.startswith(CACHED_THREADS))
-
-
 def wait_for_threads(count: int, timeout: float = 10.0) -> None:
-    """Join threads (bounded) until no more than `count` are left: they end by themselves."""
-    deadline = time.monotonic() + timeout
-    while thread_count() > count and time.monotonic() < deadline:
-        for t in threading.enumerate():
-            if t is not threading.current_thread() and not t.name.startswith(CACHED_THREADS):
-                t.join(timeout=0.1)
+    settle_threads(count, within=timeout)
 
 
 def live_tasks(backend: str) -> int:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import anyio
 import pytest
+from threadcount import settle_threads, thread_count
 
 from qwen_space_adapter import (
     JsonConversation,
@@ -34,23 +35,6 @@ from qwen_space_adapter.session import forget_spaces
 
 pytestmark = pytest.mark.anyio
 PAGES = Path(__file__).parent / "fixtures" / "pages"
-CACHED_THREADS = ("Trio thread", "AnyIO worker thread")
-
-
-def live_threads() -> int:
-    return sum(1 for t in threading.enumerate() if not t.name.startswith(CACHED_THREADS))
-
-
-def settle_threads(baseline: int, within: float = 15.0) -> int:
-    """The thread count once it is back at `baseline`, or after `within` seconds (a bound)."""
-    deadline = time.monotonic() + within
-    while live_threads() > baseline and time.monotonic() < deadline:
-        for t in threading.enumerate():
-            if not t.name.startswith(CACHED_THREADS) and t is not threading.current_thread():
-                t.join(timeout=0.1)
-    return live_threads()
-
-
 class Chat:
     """One conversation, continued turn after turn like a chat UI does."""
 
@@ -102,7 +86,7 @@ def expected(text: str, turn: int, first: str) -> str:
 async def test_cancel_then_continue_at_once_twenty_times(qwen_replica, anyio_backend):
     chat = Chat(qwen_replica.url)
     await chat.ask("Start")
-    baseline = settle_threads(live_threads())
+    baseline = settle_threads(thread_count())
     for i in range(20):
         await chat.ask_and_leave(f"long answer {i} [[tokens=400]]")
         text, events = await chat.ask(f"next {i}")
@@ -123,7 +107,7 @@ async def test_cancel_then_continue_at_once_twenty_times(qwen_replica, anyio_bac
 async def test_continue_at_once_after_a_failure(qwen_replica, fault, kw, error):
     chat = Chat(qwen_replica.url)
     await chat.ask("Start")
-    baseline = settle_threads(live_threads())
+    baseline = settle_threads(thread_count())
     for i in range(5):
         with pytest.raises(error):
             await chat.ask(f"failing {i} {fault}", **kw)
@@ -205,7 +189,7 @@ async def _fails_within(url: str, error: type, bound: float, **kw: Any) -> float
 
 async def test_a_silent_server_is_bounded_by_timeout(silent_server):
     forget_spaces()
-    baseline = live_threads()
+    baseline = thread_count()
     bounded = {"timeout": 3, "connect_timeout": 5}  # the call's deadline comes first
     await _fails_within(silent_server, SpaceTimeoutError, 10, first_token_timeout=3, max_retries=0, **bounded)
     await _fails_within(silent_server, SpaceTimeoutError, 10, **bounded)  # retries fit in the same time
@@ -291,7 +275,7 @@ async def test_a_trickling_stream_is_cut_when_the_turn_gives_up(trickle_server):
     forget_spaces()
     url = f"http://127.0.0.1:{trickle_server.server_address[1]}"
     fds = len(os.listdir("/proc/self/fd"))
-    baseline = live_threads()
+    baseline = thread_count()
     await _fails_within(url, SpaceTimeoutError, 15, first_token_timeout=2, max_retries=0)
     assert trickle_server.cut.wait(10), "the reader's connection was left open"
     assert settle_threads(baseline) <= baseline

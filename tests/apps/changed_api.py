@@ -6,26 +6,12 @@
   which the adapter drives like any other page.
 """
 
-import argparse
-import os
-import signal
-import socket
-import threading
-
 import gradio as gr
+from _serve import arguments, serve
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--mode", choices=("no-chat", "chat"), default="no-chat")
-    args, _ = ap.parse_known_args()
-    port = args.port
-    if not port:
-        with socket.socket() as s:
-            s.bind((args.host, 0))
-            port = s.getsockname()[1]
+    args = arguments("no-chat", "chat")
 
     def respond(message, history):
         history = (history or []) + [{"role": "user", "content": message},
@@ -40,15 +26,7 @@ def main() -> None:
         else:
             out = gr.Textbox()
             box.submit(lambda text: text, [box], [out])
-    demo.queue()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True,
-                _frontend=False)
-    print(f"http://{args.host}:{port}", flush=True)
-    os.dup2(2, 1)
-    stop.wait()
-    demo.close()
+    serve(demo, args)
 
 
 if __name__ == "__main__":

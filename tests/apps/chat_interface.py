@@ -5,14 +5,10 @@ textbox) whose submit runs a chain of steps, one of which streams into a `gr.Cha
 or the messages format, with the history in the chatbot itself.
 """
 
-import argparse
-import os
-import signal
-import socket
-import threading
 import time
 
 import gradio as gr
+from _serve import arguments, serve
 
 
 def respond(message, history):
@@ -26,30 +22,13 @@ def respond(message, history):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--mode", choices=("tuples", "messages", "multimodal"), default="tuples")
-    args, _ = ap.parse_known_args()
-    port = args.port
-    if not port:
-        with socket.socket() as s:
-            s.bind((args.host, 0))
-            port = s.getsockname()[1]
+    args = arguments("tuples", "messages", "multimodal")
     demo = gr.ChatInterface(
         respond,
         type="tuples" if args.mode == "tuples" else "messages",
         multimodal=args.mode == "multimodal",
     )
-    demo.queue()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    demo.launch(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True,
-                _frontend=False)
-    print(f"http://{args.host}:{port}", flush=True)
-    os.dup2(2, 1)
-    stop.wait()
-    demo.close()
+    serve(demo, args)
 
 
 if __name__ == "__main__":
