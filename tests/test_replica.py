@@ -1,4 +1,4 @@
-"""The replica speaks the Space's API as SPACE.md records it, through the current gradio_client."""
+"""The replica speaks the Space's API as docs/space-api.md records it, through the current gradio_client."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ the Space's stack pins `gradio_client==1.3.0` while the adapter uses the current
 It imports nothing from `qwen_space_adapter` except its siblings (`model.py`, `serving.py`,
 `replay.py`) by path. The launcher checked its options before starting it.
 
-Component and event order are what `shared/SPACE.md` reconstructs, because fn indices and
+Component and event order are what `docs/space-api.md` reconstructs, because fn indices and
 payload shapes follow from them: fn 0 = clear, fn 1 = add_text, fn 2 = predict (chained).
 """
 

@@ -89,8 +89,9 @@ class Flavor:
 
     def pins(self) -> str:
         """Everything this module decides about the environment, as text (hashed into its key)."""
-        if self.release is None:
-            return (HERE / "requirements.txt").read_text()
+        if self.release is None:  # the requirement lines; comments may change without a rebuild
+            lines = (HERE / "requirements.txt").read_text().splitlines()
+            return "\n".join(x.strip() for x in lines if x.strip() and not x.strip().startswith("#"))
         stack = stack_of(self.release)
         return json.dumps({"qwen-agent": self.release, "chain": stack.chain, "compat": stack.compat})
 

@@ -1,6 +1,6 @@
 """The replica on the Qwen team's real UI: Qwen-Agent's `WebUI`, from PyPI, unmodified.
 
-The Space most likely runs `qwen_agent.gui.web_ui.WebUI` (shared/SPACE.md). This app imports it
+The Space most likely runs `qwen_agent.gui.web_ui.WebUI` (docs/space-api.md). This app imports it
 from the installed release (0.0.11 on Gradio 4 ... 0.0.34 on Gradio 5) and calls
 `WebUI(agents, chatbot_config=...).run(...)` as a Space would. Only the agents behind it are the
 replica's: `ReplicaAgent._run` answers with the same deterministic model as the hand-made app
