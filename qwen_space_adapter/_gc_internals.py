@@ -183,11 +183,6 @@ class AdapterClient(Client):
         for transport in list(self.reader_transports):
             transport.shutdown()
 
-    @property
-    def reader_open(self) -> bool:
-        """Whether gradio_client still counts a reader as open for this client."""
-        return bool(getattr(self, "stream_open", False))
-
     def _get_config(self) -> dict:
         if self._cached is not None:
             return copy.deepcopy(self._cached[0])

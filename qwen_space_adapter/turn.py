@@ -362,7 +362,7 @@ async def _attempt(
     turn.client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
     try:
         recorded = getattr(conversation, "app_id", None)
-        if recorded is not None and _has_history(conversation, message_count):
+        if recorded is not None and _has_history(conversation):
             # The Space keeps a conversation's history in its app's memory: a restart loses it.
             # One small request tells whether the app is still the one this conversation used.
             live = await clock.bounded(
@@ -385,7 +385,7 @@ class _StaleConfig(APIChangedError):
     """The Space's app is not the one whose page this process holds: read the page again."""
 
 
-def _has_history(conversation: JsonConversation, message_count: int) -> bool:
+def _has_history(conversation: JsonConversation) -> bool:
     return bool(conversation.chatbot) or bool(conversation.message_count)
 
 
