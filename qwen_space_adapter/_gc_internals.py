@@ -266,13 +266,21 @@ def join(client: Client, fn_index: int, args: tuple[Any, ...]) -> str:
     return str(client.send_data(payload, hash_data, endpoint.protocol, None))
 
 
+def request_kwargs(client: Client) -> dict[str, Any]:
+    """What a plain request needs to go where this client's requests go, as they go.
+
+    Headers (the token, where it may be sent), cookies, TLS and the client's own httpx options;
+    `dict()` drops the reader's transport, which only the SSE reader may have.
+    """
+    return {"headers": client.headers, "cookies": client.cookies, "verify": client.ssl_verify,
+            **dict(client.httpx_kwargs)}
+
+
 def cancel(client: Client, fn_index: int, event_id: str | None) -> None:
     """Ask the Space to stop an event, as `Job.cancel` does for Gradio newer than 4.29."""
     url = urllib.parse.urljoin(client.src_prefixed, "cancel")
-    httpx.post(
-        url, json={"fn_index": fn_index, "session_hash": client.session_hash, "event_id": event_id},
-        headers=client.headers, cookies=client.cookies, verify=client.ssl_verify, **dict(client.httpx_kwargs),
-    )
+    body = {"fn_index": fn_index, "session_hash": client.session_hash, "event_id": event_id}
+    httpx.post(url, json=body, **request_kwargs(client))
 
 
 @functools.cache

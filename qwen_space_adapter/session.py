@@ -2,7 +2,7 @@
 one turn at a time per conversation, and every reader ended before the next turn starts.
 
 The Space's config and API info are fetched once per process and target (`SpaceInfo`) and read
-again only when a failure says the Space changed (`space_info(refresh=True)`). Each turn gets a
+again only when a failure says the Space changed (`space_info(stale=...)`). Each turn gets a
 `gradio_client` client of its own, built from that cache without a request and bound to the
 conversation's session hash. Gradio delivers a session's messages to whichever reader of that
 session asks first, so two readers on one session steal each other's messages: `SessionGate`
@@ -279,9 +279,7 @@ def _drop_queued(client: Any) -> None:
     """
     try:
         with httpx.stream(
-            "GET", client.sse_url, params={"session_hash": client.session_hash},
-            headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
-            **dict(client.httpx_kwargs),
+            "GET", client.sse_url, params={"session_hash": client.session_hash}, **gci.request_kwargs(client)
         ):
             pass
     except Exception:
@@ -326,10 +324,7 @@ def close_client(client: Any, wait: bool = True) -> None:
 def live_app_id(client: Any) -> Any:
     """The id the Space's app drew at launch, asked now (None when the Space does not say)."""
     try:
-        response = httpx.get(
-            f"{client.src_prefixed.rstrip('/')}/app_id", headers=client.headers, cookies=client.cookies,
-            verify=client.ssl_verify, **dict(client.httpx_kwargs),
-        )
+        response = httpx.get(f"{client.src_prefixed.rstrip('/')}/app_id", **gci.request_kwargs(client))
         if response.status_code != 200:
             return None
         return response.json().get("app_id")
@@ -345,12 +340,7 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
     """
     try:
         response = httpx.post(
-            client.upload_url,
-            headers=client.headers,
-            cookies=client.cookies,
-            verify=client.ssl_verify,
-            files=[("files", (name, data, mime_type))],
-            **dict(client.httpx_kwargs),
+            client.upload_url, files=[("files", (name, data, mime_type))], **gci.request_kwargs(client)
         )
         response.raise_for_status()
         path = response.json()[0]

@@ -96,35 +96,27 @@ async def _follow(
     client: Any, router: bridge.Router | None, info: SpaceInfo, clock: Clock, step: Step, args: list[Any]
 ) -> AsyncGenerator[bridge.JobEvent, None]:
     """Submit one step and yield its events, with deadlines; cancel it if we leave early."""
-    skipped = info.page.skipped_outputs(step)
-    url, session_hash = info.target.url, client.session_hash
-    page = info.page
+    page, url, session_hash = info.page, info.target.url, client.session_hash
+    skipped = page.skipped_outputs(step)
     kept = [i for i in step.inputs if not page.components[i].is_state]
     sent = args[kept.index(page.chatbot_id)] if page.chatbot_id in kept else None
     follower = bridge.JobFollower(
-        url, info.page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
-        accept=lambda outputs: _extends(info.page.chatbot_of(step, outputs), sent),
+        url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
+        accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
     )
     if router is not None:
         router.follower = follower
     try:
         job = bridge.submit(client, follower, step.fn_index, *args, tapped=router is not None)
     except Exception as exc:
-        raise translate(exc, info.target.url) from None
-    events = (
-        follower.events() if router is not None
-        else bridge.follow_job_public(job, skipped, info.target.url)
-    )
+        raise translate(exc, url) from None
+    events = follower.events() if router is not None else bridge.follow_job_public(job, skipped, url)
     try:
         while True:
-            seconds, _, _ = clock.left()
-            with anyio.move_on_after(seconds if seconds is not None else float("inf")) as scope:
-                try:
-                    event = await events.__anext__()
-                except StopAsyncIteration:
-                    return
-            if scope.cancelled_caught:
-                raise clock.expired()
+            try:
+                event = await clock.bounded(events.__anext__())
+            except StopAsyncIteration:
+                return
             done = isinstance(event, bridge.Completed)
             follower.finished = follower.finished or done
             follower.succeeded = follower.succeeded or done
