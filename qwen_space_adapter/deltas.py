@@ -4,13 +4,19 @@ The Space streams the *whole* chatbot (as diffs against the previous value). The
 the chatbot up to date with `apply_diff`, reads the bot's text of the last turn with `bot_text`,
 and `DeltaTracker` turns that growing text into deltas with three rules from the evidence:
 - the `Qwen is thinking...` placeholder is a status (`Reasoning`), never answer text;
-- everything from `\\n<summary>` on is metadata (`Summary`), never answer text; a partial marker at
-  the end of a snapshot is held back until the next snapshot shows what it is;
-- if a snapshot does not extend what was already yielded, say so (`TextRewritten`).
+- the Space's summary block is metadata (`Summary`), never answer text. The Space appends it at
+  the end of the answer, so only a trailing `\\n<summary>` can begin it: the *last* marker of
+  the answer that does not open an HTML `<details>` element (`<details>\\n<summary>` is the
+  model's own Markdown). While streaming, text from the last such marker on is held back until
+  a later marker shows it was not the last one, or the final update shows it was; a partial
+  marker at the end of a snapshot is held back until the next snapshot shows what it is;
+- if a snapshot does not extend what was already yielded (text changed, shortened or cleared),
+  say so (`TextRewritten`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import APIChangedError
@@ -118,11 +124,34 @@ PART_BREAK = "\n\n"  # between the parts of an answer (several bot messages or p
 bot_text = answer_text  # the name the benchmarks and the harness used first
 
 
+# A `\n<summary>` right after an opening `<details>` tag is HTML the model wrote, not the Space's block.
+_OPENS_DETAILS = re.compile(r"<details(?:\s[^<>]*)?>\s*\Z", re.IGNORECASE)
+
+
+def summary_start(text: str, marker: str = SUMMARY_MARKER) -> int:
+    """Where the Space's summary block begins in a final answer text, or -1 when it has none.
+
+    The last `\\n<summary>` that does not open an HTML `<details>` element: the Space appends
+    its block after the answer, so an earlier marker is followed by more than the block, and
+    `<details>\\n<summary>` is the model's own Markdown.
+    """
+    end = len(text)
+    while True:
+        cut = text.rfind(marker, 0, end)
+        if cut < 0 or not _OPENS_DETAILS.search(text, max(0, cut - 200), cut):
+            return cut
+        end = cut + len(marker) - 1  # look before this one
+
+
 class DeltaTracker:
     """Turns successive bot-text snapshots into deltas and events.
 
-    Invariant, checked by the tests: when no `TextRewritten` is yielded, the concatenation of
-    the `str` items equals the final text with the summary block removed.
+    Invariant, checked by the tests for any sequence of snapshots: the `str` items joined, with
+    each `TextRewritten` replacing what was joined so far by its `text`, equal the final answer
+    (the final snapshot without the Space's summary block), and that answer followed by
+    `"\\n" + Summary.text` (when a summary came) is the final snapshot. A snapshot of `None` after
+    text (the answer was taken back) counts as an empty answer. Call `finish()` when the answer
+    step ends: it flushes held-back text if no snapshot was fed with `final=True`.
     """
 
     def __init__(self, placeholder: str = THINKING, marker: str = SUMMARY_MARKER) -> None:
@@ -133,31 +162,46 @@ class DeltaTracker:
         self.thinking_seen = False
         self._thinking_parts: set[int] = set()
         self.text_seen = False
+        self.finished = False
+        self._last: str | None = None
 
     def _split(self, snapshot: str, final: bool) -> tuple[str, str | None]:
-        cut = snapshot.find(self.marker)
+        cut = summary_start(snapshot, self.marker)
+        if final:
+            return (snapshot[:cut], snapshot[cut + 1 :]) if cut >= 0 else (snapshot, None)
         if cut >= 0:
-            return snapshot[:cut], snapshot[cut + 1 :]
-        if not final:
-            # Hold back a tail that may be the start of the marker ("\n", "\n<", "\n<sum"...),
-            # and trailing whitespace: UIs that `rstrip()` every update would otherwise take it
-            # back on the next snapshot, and the final one would look like a rewrite.
+            # Held back from the marker on: a later marker, or the final update, tells.
+            snapshot = snapshot[:cut]
+        else:
+            # Hold back a tail that may be the start of the marker ("\n", "\n<", "\n<sum"...).
             start = snapshot.rfind("\n", max(0, len(snapshot) - len(self.marker)))
             if start >= 0 and self.marker.startswith(snapshot[start:]):
                 snapshot = snapshot[:start]
-            return snapshot.rstrip(), None
-        return snapshot, None
+        # Trailing whitespace too: UIs that `rstrip()` every update would otherwise take it
+        # back on the next snapshot, and the final one would look like a rewrite.
+        return snapshot.rstrip(), None
 
     def feed(self, snapshot: str | None, *, final: bool = False) -> list[Item]:
         """The items that a new snapshot of the bot's text adds; `final` flushes held-back text."""
-        if snapshot is None:
+        if self.finished:
             return []
+        if snapshot is None:
+            if not self.text_seen:
+                if final:
+                    self.finished = True
+                return []
+            snapshot = ""  # the answer was taken back: an empty answer, announced as a rewrite
+        self._last = snapshot
         if not self.text_seen and snapshot.strip() == self.placeholder:
+            if final:
+                self.finished = True
             if self.thinking_seen:
                 return []
             self.thinking_seen = True
             return [Reasoning(status=self.placeholder)]
-        self.text_seen = True
+        if snapshot.strip():
+            # Whitespace alone is not text yet: the placeholder may still follow it.
+            self.text_seen = True
         items: list[Item] = []
         tail = PART_BREAK + self.placeholder
         if snapshot.rstrip().endswith(tail):
@@ -171,12 +215,21 @@ class DeltaTracker:
         if body.startswith(self.emitted):
             if len(body) > len(self.emitted):
                 items.append(body[len(self.emitted) :])
-        elif final and self.emitted.startswith(body) and not self.emitted[len(body) :].strip():
-            body = self.emitted  # the final snapshot only trimmed whitespace already yielded
         else:
             items.append(TextRewritten(text=body, previous=self.emitted))
         self.emitted = body
-        if summary is not None and self.summary is None and final:
-            self.summary = summary
-            items.append(Summary(text=summary))
+        if final:
+            self.finished = True
+            if summary is not None:
+                self.summary = summary
+                items.append(Summary(text=summary))
         return items
+
+    def finish(self) -> list[Item]:
+        """Flush what is held back when the answer ended without a final snapshot (idempotent)."""
+        if self.finished:
+            return []
+        if self._last is None:
+            self.finished = True
+            return []
+        return self.feed(self._last, final=True)

@@ -315,3 +315,70 @@ def test_report_dict_counts_every_request_under_trio(qwen_replica_url: str) -> N
     assert level["requests"] == len(level["records"]) == 2
     assert set(level["metrics"]) == {"queue_wait", "thinking", "ttft", "gap", "e2e", "deltas", "chars"}
     assert level["metrics"]["deltas"]["n"] == 2 and level["throughput"]["chars_per_s"] > 0
+
+
+# --- issue 19, item 4: a prompt set uploads only its own folder's files, and shows every one ----
+
+
+@pytest.fixture
+def prompt_set(tmp_path: Path) -> dict[str, Path]:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    (folder / "doc.txt").write_text("inside")
+    (folder / "sub" / "deep.txt").write_text("deeper inside")
+    secret = tmp_path / "secret.txt"  # next to the prompt set, not in it
+    secret.write_text("the private key")
+    (folder / "link.txt").symlink_to(secret)
+    return {"folder": folder, "secret": secret}
+
+
+def _jsonl(folder: Path, files: list[str]) -> Path:
+    path = folder / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "read this", "files": files}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("escape", ["../secret.txt", "sub/../../secret.txt", "link.txt", "ABSOLUTE"])
+def test_prompt_files_outside_the_set_are_refused_unless_allowed(prompt_set: dict[str, Path], escape: str) -> None:
+    given = str(prompt_set["secret"]) if escape == "ABSOLUTE" else escape
+    path = _jsonl(prompt_set["folder"], ["doc.txt", given])
+    with pytest.raises(InvalidRequestError, match="outside the prompt set's folder") as caught:
+        load_prompts(path)
+    assert "--allow-files-outside-prompts-dir" in str(caught.value) and "p.jsonl:1" in str(caught.value)
+    loaded = load_prompts(path, allow_outside=True)
+    assert Path(loaded[0].files[1]).resolve() == prompt_set["secret"].resolve()
+
+
+def test_prompt_files_inside_the_set_are_accepted(prompt_set: dict[str, Path]) -> None:
+    folder = prompt_set["folder"]
+    path = _jsonl(folder, ["doc.txt", "sub/deep.txt", str(folder / "doc.txt"), "./sub/../doc.txt"])
+    assert len(load_prompts(path)[0].files) == 4
+
+
+def test_the_plan_lists_every_file_with_its_path(prompt_set: dict[str, Path]) -> None:
+    folder = prompt_set["folder"]
+    many = [Prompt(f"prompt {i}") for i in range(5)] + [
+        Prompt("late", (str(folder / "sub" / "deep.txt"),)),  # past the three prompts shown
+        Prompt("link", (str(folder / "link.txt"),)),
+        Prompt("again", (str(folder / "sub" / "deep.txt"),)),
+    ]
+    said: list[str] = []
+    check_courtesy(LoadConfig("https://someone-somespace.hf.space", Shape(users=1), many), say=said.append)
+    plan = said[-1]
+    assert "Files it will upload (2):" in plan
+    assert f"{(folder / 'sub' / 'deep.txt').resolve()} (13 bytes)" in plan
+    assert f"{prompt_set['secret'].resolve()} (15 bytes)" in plan  # the symlink's real target, not its name
+    assert "Files it will upload: none." in load_mod.describe_plan(
+        LoadConfig("https://someone-somespace.hf.space", Shape(users=1), prompts("hi")))
+
+
+def test_cli_refuses_a_prompt_set_that_reaches_outside(prompt_set: dict[str, Path]) -> None:
+    path = _jsonl(prompt_set["folder"], ["../secret.txt"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen_space_adapter", "load", "https://someone-somespace.hf.space",
+         "--prompts", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=cli_env(),
+    )
+    assert proc.returncode == 2 and "--allow-files-outside-prompts-dir" in proc.stderr, proc.stderr
+    assert "will send" not in proc.stderr and not proc.stdout
