@@ -1,8 +1,10 @@
 """The adapter against every Space UI it supports, each served by its real code.
 
-The hand-made replica, and Qwen-Agent's unmodified `WebUI` in its Gradio 4 release (0.0.11: one
+The hand-made replica, Qwen-Agent's unmodified `WebUI` in its Gradio 4 release (0.0.11: one
 agent, two agents, two agents with @-mentions) and its Gradio 5 release (0.0.34: one and two
-agents). Each test runs on each layout; the replicas are shared by the session and started once.
+agents), and Gradio 6's own `gr.ChatInterface` (the gradio6 flavor: messages whose content is a list
+of typed parts, the history in the chatbot the client sends). Each test runs on each layout; the
+replicas are shared by the session and started once.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ LAYOUTS = {
     "qa11-2-mention": {"ui": "qwen-agent", "agents": 2, "mention": True},
     "qa34-1": {"ui": "qwen-agent==0.0.34"},
     "qa34-2": {"ui": "qwen-agent==0.0.34", "agents": 2},
+    "gradio6": {"ui": "gradio6"},
 }
-REAL_UI = [name for name in LAYOUTS if name != "hand"]
+REAL_UI = [name for name in LAYOUTS if name.startswith("qa")]  # Qwen-Agent's UI: tool calls, agents
 pytestmark = pytest.mark.anyio
 
 
