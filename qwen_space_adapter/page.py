@@ -96,8 +96,12 @@ class Page:
 
     @property
     def messages_format(self) -> bool:
-        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs."""
-        return self.components[self.chatbot_id].props.get("type") == "messages"
+        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs.
+        Gradio 6 dropped the `type` prop: its chatbot holds messages only."""
+        props = self.components[self.chatbot_id].props
+        major = self.version.split(".")[0]
+        gradio6 = self.chatbot_type == "chatbot" and "type" not in props and major.isdigit() and int(major) >= 6
+        return props.get("type") == "messages" or gradio6
 
     @property
     def answer_step(self) -> Step:

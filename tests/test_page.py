@@ -68,6 +68,7 @@ def test_gradio_6_chat_interface_takes_its_history_from_the_chatbot_the_client_s
     assert page.args(sync, {**page.initial_values(), page.chatbot_id: ["held"]}) == [["held"]]
     assert page.user_value("hi", ["f"]) == {"text": "hi", "files": ["f"]}
     assert page.initial_values()[page.input_id] == {"text": "", "files": []}
+    assert page.messages_format, "Gradio 6 has no chatbot `type` prop: messages only"
 
 
 def test_a_gradio_6_blocks_chat_runs_its_chain_with_the_chatbot_as_history():
