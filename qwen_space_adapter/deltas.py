@@ -167,6 +167,39 @@ def answer_text(chatbot: Any) -> str | None:
     return PART_BREAK.join(parts) if parts else None
 
 
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def with_file_meta(chatbot: Any) -> Any:
+    """A chatbot value fit to send back: every file part's FileData carries its `meta` tag.
+
+    Gradio 6 validates a chatbot it receives, and refuses a file part (`{"type": "file", "file":
+    FileData}`, or Gradio 5's `{"file": FileData}`) whose FileData has no `meta: {"_type":
+    "gradio.FileData"}`. The Space sends it with the tag, but a conversation rebuilt by hand or
+    stored by a tool that drops unknown keys may not have it. Returns `chatbot` itself when nothing
+    is missing; otherwise a copy, never changing the caller's value.
+    """
+    if not isinstance(chatbot, list):
+        return chatbot
+    out, changed = [], False
+    for message in chatbot:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = content if isinstance(content, list) else [content] if isinstance(content, dict) else []
+        fixed = [_tagged(part) for part in parts]
+        if any(a is not b for a, b in zip(fixed, parts, strict=True)):
+            changed = True
+            message = {**message, "content": fixed if isinstance(content, list) else fixed[0]}
+        out.append(message)
+    return out if changed else chatbot
+
+
+def _tagged(part: Any) -> Any:
+    inner = part.get("file") if isinstance(part, dict) else None
+    if isinstance(inner, dict) and "path" in inner and not inner.get("meta"):
+        return {**part, "file": {**inner, "meta": dict(FILE_META)}}
+    return part
+
+
 PART_BREAK = "\n\n"  # between the parts of an answer (several bot messages or pairs)
 bot_text = answer_text  # the name the benchmarks and the harness used first
 

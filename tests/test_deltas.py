@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from qwen_space_adapter.deltas import THINKING, DeltaTracker, apply_diff, bot_text
+from qwen_space_adapter.deltas import THINKING, DeltaTracker, apply_diff, bot_text, with_file_meta
 from qwen_space_adapter.errors import APIChangedError
 from qwen_space_adapter.events import Reasoning, Summary, TextRewritten
 
@@ -191,3 +191,18 @@ def test_a_gradio_6_stream_joins_to_its_final_answer_without_rewrites():
     assert text(items) == bot_text(snapshots[-1]) == "The answer\n\nMore\n\nend."
     assert not any(isinstance(i, TextRewritten) for i in items)
     assert items[0] == Reasoning(status=THINKING)
+
+
+def test_file_parts_sent_back_carry_their_meta_tag():
+    bare = {k: v for k, v in FILE.items() if k != "meta"}
+    chatbot = [g6("user", {"type": "file", "file": dict(bare), "alt_text": None}, "hi"), g6("assistant", "Hello"),
+               {"role": "user", "content": {"file": dict(bare), "alt_text": None}}]  # Gradio 5's file message
+    before = repr(chatbot)
+    sent = with_file_meta(chatbot)
+    assert sent[0]["content"][0]["file"] == FILE and sent[2]["content"]["file"] == FILE
+    assert sent[0]["content"][1] == {"type": "text", "text": "hi"} and sent[1] is chatbot[1]
+    assert repr(chatbot) == before, "the caller's value is not changed"
+    tagged = [g6("user", file_part(), "hi")]
+    assert with_file_meta(tagged) is tagged  # nothing missing: no copy
+    pairs = [[{"text": "q", "files": []}, [{"text": "a"}]]]
+    assert with_file_meta(pairs) is pairs and with_file_meta(None) is None
