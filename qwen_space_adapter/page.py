@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .deltas import with_file_meta
 from .errors import APIChangedError
 
 CHATBOT_TYPES = ("modelscopechatbot", "modelscopelegacychatbot", "chatbot")
@@ -140,9 +141,10 @@ class Page:
         return prompt
 
     def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
-        """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
+        """The step's inputs as gradio_client takes them: state slots left out (it fills them).
+        The chatbot goes with the meta tag on each file part, which Gradio 6 requires."""
         return [
-            values.get(i)
+            with_file_meta(values.get(i)) if i == self.chatbot_id else values.get(i)
             for i in step.inputs
             if not self.components.get(i, Component(i, "?")).is_state
         ]
