@@ -116,8 +116,17 @@ async def test_an_attachment_is_read_and_stays_in_the_history(g6, tmp_path: Path
     assert part["file"]["meta"] == {"_type": "gradio.FileData"}, "Gradio 6 refuses a file part without it"
     # No new upload: the file part the client sends back is what the model reads the file from.
     msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "And again?"}]
-    text2, _, _ = await ask(g6.url, msgs, conversation=conv)
+    text2, _, conv2 = await ask(g6.url, msgs, conversation=conv)
     assert 'I still have "notes.txt" from an earlier message' in text2 and "The pass key is 90125." in text2
+    # A conversation stored by a tool that dropped the tag still continues: the adapter restores it.
+    stored = conv2.get_dict()
+    for message in stored["chatbot"]:
+        for part in message["content"]:
+            if part["type"] == "file":
+                del part["file"]["meta"]
+    msgs += [{"role": "assistant", "content": text2}, {"role": "user", "content": "Once more?"}]
+    text3, _, _ = await ask(g6.url, msgs, conversation=JsonConversation.from_dict(stored))
+    assert text3.startswith('You said: "Once more?". This is turn 3') and "The pass key is 90125." in text3
 
 
 async def test_a_cancel_stops_the_model_and_the_conversation_goes_on(g6):
