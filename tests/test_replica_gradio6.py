@@ -24,6 +24,9 @@ from qwen_space_adapter.deltas import SUMMARY_MARKER, answer_text
 from qwen_space_adapter.errors import SpaceAppError
 from qwen_space_adapter.page import Page
 from qwen_space_adapter.provider import collect
+from qwen_space_adapter.replica import Replica, ReplicaSettings
+from qwen_space_adapter.replica import env as replica_env
+from qwen_space_adapter.replica.flavors import PYTHONS, flavor
 
 APPS = Path(__file__).parent / "apps"
 pytestmark = pytest.mark.anyio
@@ -173,3 +176,24 @@ async def test_a_gradio_6_blocks_chat_with_files_is_driven(blocks, tmp_path: Pat
     text2, _, conv2 = await ask(blocks.url, msgs, conversation=conv)
     assert text2.startswith('Blocks heard: "again" after 2 earlier user message(s). \n\nSecond part.')
     assert sum(p["type"] == "file" for m in conv2.chatbot for p in m["content"]) == 3
+
+
+def _installed(version: str) -> str | None:
+    return next((p for p in replica_env.candidates() if replica_env.python_version(p) == version), None)
+
+
+def test_the_flavor_is_keyed_by_its_own_pins():
+    g6_flavor = flavor("gradio6")
+    assert "gradio==6.31.0" in g6_flavor.pins() and "modelscope" not in g6_flavor.pins()
+    assert g6_flavor.key("py311").startswith("replica-gradio6-py311-") and g6_flavor.pythons == PYTHONS
+    assert g6_flavor.key("py311") != flavor("hand").key("py311") and not g6_flavor.real_ui
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+async def test_the_flavor_runs_on_each_python(version: str):
+    python = _installed(version)
+    if python is None:
+        pytest.skip(f"Python {version} is not installed here")
+    with Replica(ReplicaSettings(ui="gradio6", python=python, token_delay=0.001, prefill_base=0.01)) as replica:
+        text, _, _ = await ask(str(replica.url), [{"role": "user", "content": "hi"}])
+    assert text.startswith('You said: "hi". This is the first turn')
