@@ -50,6 +50,11 @@ def test_each_layout_runs_its_submit_chain_to_the_answer(name, version, input_ty
     assert page.chain[0].outputs[0] == page.input_id  # the submit step clears the input
 
 
+def test_the_hand_replica_runs_add_text_unqueued_as_the_wire_evidence_shows():
+    add_text, predict = Page.from_config(config("hand-gradio4")).chain
+    assert not add_text.queued and predict.queued and predict.generator
+
+
 def test_qwen_agent_runs_add_text_unqueued_and_re_enables_the_input_after():
     page = Page.from_config(config("qwen-agent-0.0.11-2agents"))
     add_text, agent_run, flushed = page.chain
