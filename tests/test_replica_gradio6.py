@@ -12,6 +12,7 @@ The replicas are shared by the session (one start each), so stats are compared b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,14 @@ async def test_the_flavor_runs_on_each_python(version: str):
     with Replica(ReplicaSettings(ui="gradio6", python=python, token_delay=0.001, prefill_base=0.01)) as replica:
         text, _, _ = await ask(str(replica.url), [{"role": "user", "content": "hi"}])
     assert text.startswith('You said: "hi". This is the first turn')
+
+
+TRANSCRIPT = Path(__file__).parent / "fixtures" / "replica_transcript.json"
+
+
+async def test_a_recorded_transcript_is_replayed_through_gradio_6(qwen_replica_factory: Any):
+    turns = json.loads(TRANSCRIPT.read_text())["turns"]
+    replica = qwen_replica_factory(ui="gradio6", replay=str(TRANSCRIPT), replay_speed=100.0)
+    recorded = turns[0]["updates"][-1]["text"].split(SUMMARY_MARKER)[0]
+    text, events, _ = await ask(str(replica.url), [{"role": "user", "content": "replay me"}])
+    assert text == recorded and any(isinstance(e, Reasoning) for e in events)

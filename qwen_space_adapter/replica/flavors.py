@@ -120,7 +120,7 @@ def flavor(ui: str | None) -> Flavor:
     name = (ui or "hand").strip()
     if name == "hand":
         return HAND
-    if name.replace("-", "") in ("gradio6", "gradio"):
+    if name == "gradio6":
         return GRADIO6
     m = re.fullmatch(r"qwen-agent(?:==(\d+\.\d+\.\d+))?", name.replace("_", "-"))
     if not m:
