@@ -68,12 +68,12 @@ def _message_text(message: Any) -> str:
     if isinstance(message, str):
         return message
     if isinstance(message, dict):
-        if "text" in message and "role" not in message:
+        if "content" in message or ("role" in message and "text" not in message):
+            return _content_text(message.get("content"))
+        if "text" in message:
             text = message["text"]
             if isinstance(text, str | None):
                 return text or ""
-        elif "content" in message or "role" in message:
-            return _content_text(message.get("content"))
     raise APIChangedError(
         f"The Space's chatbot holds a bot message of an unexpected shape: {_shape(message)}. "
         "The adapter reads strings, message dicts ({'text': ...}) and Gradio messages "
