@@ -22,7 +22,7 @@ import pytest
 
 from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M, Reasoning, Summary, TextRewritten
 from qwen_space_adapter.deltas import SUMMARY_MARKER, answer_text
-from qwen_space_adapter.errors import SpaceAppError
+from qwen_space_adapter.errors import APIChangedError, SpaceAppError
 from qwen_space_adapter.page import Page
 from qwen_space_adapter.provider import collect
 from qwen_space_adapter.replica import Replica, ReplicaSettings
@@ -209,3 +209,18 @@ async def test_a_recorded_transcript_is_replayed_through_gradio_6(qwen_replica_f
     recorded = turns[0]["updates"][-1]["text"].split(SUMMARY_MARKER)[0]
     text, events, _ = await ask(str(replica.url), [{"role": "user", "content": "replay me"}])
     assert text == recorded and any(isinstance(e, Reasoning) for e in events)
+
+
+async def test_a_gradio_6_chat_interface_with_a_textbox_is_driven(qwen_shared_replica: Any):
+    replica = qwen_shared_replica(ui="gradio6", app=str(APPS / "gradio6_chat_interface.py"))
+    page = Page.from_config(httpx.get(f"{replica.url}/config", timeout=10).json())
+    assert page.input_type == "textbox" and not page.multimodal and page.messages_format
+    msgs = [{"role": "user", "content": "one"}]
+    text, events, conv = await ask(str(replica.url), msgs)
+    assert text == 'Textbox heard: "one" with 0 message(s) of history.'
+    assert not any(isinstance(e, TextRewritten) for e in events)
+    msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "two"}]
+    text2, _, _ = await ask(str(replica.url), msgs, conversation=conv)
+    assert text2 == 'Textbox heard: "two" with 2 message(s) of history.', "the chatbot sent back is the history"
+    with anyio.fail_after(60), pytest.raises(APIChangedError, match="takes no files"):
+        await ask(str(replica.url), [{"role": "user", "content": "a file?"}], files=[Path(__file__)])
