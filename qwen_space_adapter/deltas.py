@@ -62,20 +62,71 @@ def apply_diff(value: Any, diff: list[list[Any]]) -> Any:
 
 
 def _message_text(message: Any) -> str:
+    """The text of one bot message, in any shape the family's chatbots use.
+
+    - a string (Gradio tuples), or None (an empty slot);
+    - a modelscope_studio message `{"text": ..., "files": [...]}` (0.x, and 1.x legacy);
+    - a Gradio messages-format message `{"role", "content", ...}`: Gradio 5 puts a string there (or
+      a file / component dict, which is not text), Gradio 6 a list of typed parts.
+    """
     if message is None:
         return ""
     if isinstance(message, str):
         return message
     if isinstance(message, dict):
-        text = message.get("text", message.get("content", ""))
-        if isinstance(text, str | None):
-            return text or ""
-        if isinstance(text, dict):  # a file or component message: not text
-            return ""
+        if "content" in message or ("role" in message and "text" not in message):
+            return _content_text(message.get("content"))
+        if "text" in message:
+            text = message["text"]
+            if isinstance(text, str | None):
+                return text or ""
     raise APIChangedError(
-        f"The Space's chatbot holds a bot message of an unexpected shape: {type(message).__name__}. "
-        "The adapter reads strings and message dicts ({'text': ...})."
+        f"The Space's chatbot holds a bot message of an unexpected shape: {_shape(message)}. "
+        "The adapter reads strings, message dicts ({'text': ...}) and Gradio messages "
+        "({'role', 'content'}, the content a string or a list of typed parts)."
     )
+
+
+def _content_text(content: Any) -> str:
+    """The text of a messages-format `content`: a string, a file or component dict (no text), or
+    Gradio 6's list of typed parts, whose text parts are the answer (file parts are not text)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, dict):  # Gradio 5: a file or a component as the whole message
+        return _part_text(content) if content.get("type") == "text" else ""
+    if isinstance(content, list | tuple):
+        texts = [_part_text(part) for part in content]
+        return PART_BREAK.join(t for t in texts if t)
+    raise APIChangedError(
+        f"The Space's chatbot holds a message whose content is a {type(content).__name__}. The adapter "
+        "reads strings, file dicts and lists of typed parts ({'type': 'text', 'text': ...})."
+    )
+
+
+def _part_text(part: Any) -> str:
+    """The text of one content part: a typed part (`text` is text; `file`, `component` and any
+    other type are not), a bare string, or Gradio 5's untyped file / component dict (not text)."""
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict):
+        kind = part.get("type")
+        if kind == "text" or (kind is None and isinstance(part.get("text"), str) and "path" not in part):
+            text = part.get("text")
+            if isinstance(text, str | None):
+                return text or ""
+        elif kind is not None or "path" in part or "component" in part or "file" in part:
+            return ""  # a file, an image, a component: shown in the chat, but not answer text
+    raise APIChangedError(
+        f"The Space's chatbot holds a message part of an unexpected shape: {_shape(part)}. "
+        "The adapter reads typed parts ({'type': 'text', 'text': ...}, {'type': 'file', ...})."
+    )
+
+
+def _shape(value: Any) -> str:
+    """A value's type and, for a dict, its keys: enough to tell which page changed how."""
+    if isinstance(value, dict):
+        return f"dict with keys {sorted(map(str, value))}"
+    return type(value).__name__
 
 
 def _bot_side(bot: Any) -> list[str]:
@@ -94,7 +145,9 @@ def answer_text(chatbot: Any) -> str | None:
     starts at the last pair with a user side and runs over every pair after it, since an answer
     in several parts (tool calls) appends `[None, bot]` pairs. A bot side may be a list with one
     slot per agent: the filled slots are read, empty ones never joined in. Gradio's messages
-    format (role/content dicts) reads the assistant messages after the last user message.
+    format (role/content dicts) reads the assistant messages after the last user message (a
+    user message in several parts, text then files, is several user messages: the answer starts
+    after the last of them); Gradio 6's content lists count their text parts only.
     Parts are joined by a blank line.
     """
     if not isinstance(chatbot, list):
@@ -118,6 +171,39 @@ def answer_text(chatbot: Any) -> str | None:
     start = max((i for i, pair in enumerate(chatbot) if pair[0] is not None), default=0)
     parts = [t for pair in chatbot[start:] for t in _bot_side(pair[1])]
     return PART_BREAK.join(parts) if parts else None
+
+
+FILE_META = {"_type": "gradio.FileData"}
+
+
+def with_file_meta(chatbot: Any) -> Any:
+    """A chatbot value fit to send back: every file part's FileData carries its `meta` tag.
+
+    Gradio 6 validates a chatbot it receives, and refuses a file part (`{"type": "file", "file":
+    FileData}`, or Gradio 5's `{"file": FileData}`) whose FileData has no `meta: {"_type":
+    "gradio.FileData"}`. The Space sends it with the tag, but a conversation rebuilt by hand or
+    stored by a tool that drops unknown keys may not have it. Returns `chatbot` itself when nothing
+    is missing; otherwise a copy, never changing the caller's value.
+    """
+    if not isinstance(chatbot, list):
+        return chatbot
+    out, changed = [], False
+    for message in chatbot:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = content if isinstance(content, list) else [content] if isinstance(content, dict) else []
+        fixed = [_tagged(part) for part in parts]
+        if any(a is not b for a, b in zip(fixed, parts, strict=True)):
+            changed = True
+            message = {**message, "content": fixed if isinstance(content, list) else fixed[0]}
+        out.append(message)
+    return out if changed else chatbot
+
+
+def _tagged(part: Any) -> Any:
+    inner = part.get("file") if isinstance(part, dict) else None
+    if isinstance(inner, dict) and "path" in inner and not inner.get("meta"):
+        return {**part, "file": {**inner, "meta": dict(FILE_META)}}
+    return part
 
 
 PART_BREAK = "\n\n"  # between the parts of an answer (several bot messages or pairs)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .deltas import with_file_meta
 from .errors import APIChangedError
 
 CHATBOT_TYPES = ("modelscopechatbot", "modelscopelegacychatbot", "chatbot")
@@ -100,8 +101,12 @@ class Page:
 
     @property
     def messages_format(self) -> bool:
-        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs."""
-        return self.components[self.chatbot_id].props.get("type") == "messages"
+        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs.
+        Gradio 6 dropped the `type` prop: its chatbot holds messages only."""
+        props = self.components[self.chatbot_id].props
+        major = self.version.split(".")[0]
+        gradio6 = self.chatbot_type == "chatbot" and "type" not in props and major.isdigit() and int(major) >= 6
+        return props.get("type") == "messages" or gradio6
 
     @property
     def answer_step(self) -> Step:
@@ -153,9 +158,10 @@ class Page:
         return prompt
 
     def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
-        """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
+        """The step's inputs as gradio_client takes them: state slots left out (it fills them).
+        The chatbot goes with the meta tag on each file part, which Gradio 6 requires."""
         return [
-            values.get(i)
+            with_file_meta(values.get(i)) if i == self.chatbot_id else values.get(i)
             for i in step.inputs
             if not self.components.get(i, Component(i, "?")).is_state
         ]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from qwen_space_adapter.deltas import THINKING, DeltaTracker, apply_diff, bot_text
+from qwen_space_adapter.deltas import THINKING, DeltaTracker, apply_diff, bot_text, with_file_meta
 from qwen_space_adapter.errors import APIChangedError
 from qwen_space_adapter.events import Reasoning, Summary, TextRewritten
 
@@ -253,3 +253,93 @@ def test_growing_snapshots_never_need_a_rewrite(seed):
         assert not any(isinstance(i, TextRewritten) for i in items), snaps
         summary = [i.text for i in items if isinstance(i, Summary)]
         assert text(items) + ("\n" + summary[0] if summary else "") == snaps[-1], snaps
+# --- Gradio 6 messages: content is a list of typed parts -------------------------------------
+
+FILE = {"path": "/tmp/gradio/ab/doc.txt", "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/ab/doc.txt",
+        "size": None, "orig_name": "doc.txt", "mime_type": "text/plain", "is_stream": False,
+        "meta": {"_type": "gradio.FileData"}}
+
+
+def g6(role: str, *parts: object) -> dict:
+    """A Gradio 6 chatbot message as the server sends it."""
+    content = [{"type": "text", "text": p} if isinstance(p, str) else p for p in parts]
+    return {"role": role, "metadata": None, "content": content, "options": None}
+
+
+def file_part() -> dict:
+    return {"type": "file", "file": dict(FILE), "alt_text": None}
+
+
+@pytest.mark.parametrize(
+    ("chatbot", "expected"),
+    [
+        # gr.ChatInterface (multimodal): one user message with the file and the text
+        ([g6("user", file_part(), "hi"), g6("assistant", "Hello")], "Hello"),
+        ([g6("user", file_part(), "hi")], None),
+        ([g6("user", "hi"), g6("assistant")], None),  # an answer message with no part yet
+        # Blocks with gr.MultimodalTextbox: files are user messages of their own
+        ([g6("user", file_part()), g6("user", "hi"), g6("assistant", "Hi")], "Hi"),
+        # a bot message mixing text and file parts: the file is not text
+        ([g6("user", "q"), g6("assistant", "One"), g6("assistant", "Two", file_part(), "Three")],
+         "One\n\nTwo\n\nThree"),
+        ([g6("user", "q"), g6("assistant", file_part())], None),
+        ([g6("user", "old"), g6("assistant", "Old"), g6("user", "new"), g6("assistant", "New")], "New"),
+        # other typed parts (components, images) are not text either
+        ([g6("user", "q"), g6("assistant", {"type": "component", "component": "image", "value": None}, "ok")], "ok"),
+        # Gradio 5 messages: string content, and a file or a component as the whole content
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "a"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": {"path": "/x.png", "alt_text": None}},
+          {"role": "assistant", "content": "caption"}], "caption"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": {"component": "image", "value": {}}}],
+         None),
+    ],
+)
+def test_answer_text_reads_gradio_messages_of_every_generation(chatbot, expected):
+    assert bot_text(chatbot) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [g6("user", "q"), {"role": "assistant", "content": 42}],
+        [g6("user", "q"), g6("assistant", 42)],
+        [g6("user", "q"), g6("assistant", {"unknown": "part"})],
+        [g6("user", "q"), g6("assistant", {"type": "text", "text": 3})],
+    ],
+)
+def test_unknown_gradio_6_parts_are_refused_with_their_shape(bad):
+    with pytest.raises(APIChangedError, match=r"unexpected shape|content is a"):
+        bot_text(bad)
+
+
+def test_a_gradio_6_stream_joins_to_its_final_answer_without_rewrites():
+    """Snapshots as a Gradio 6 chat streams them: a text part that grows, then a second bot
+    message whose file part arrives between two text parts."""
+    user = g6("user", file_part(), "q")
+    snapshots = [
+        [user, g6("assistant", THINKING)],
+        [user, g6("assistant", "The ")],
+        [user, g6("assistant", "The answer")],
+        [user, g6("assistant", "The answer"), g6("assistant", "More")],
+        [user, g6("assistant", "The answer"), g6("assistant", "More", file_part())],
+        [user, g6("assistant", "The answer"), g6("assistant", "More", file_part(), "end.")],
+    ]
+    items = run([bot_text(s) for s in snapshots])
+    assert text(items) == bot_text(snapshots[-1]) == "The answer\n\nMore\n\nend."
+    assert not any(isinstance(i, TextRewritten) for i in items)
+    assert items[0] == Reasoning(status=THINKING)
+
+
+def test_file_parts_sent_back_carry_their_meta_tag():
+    bare = {k: v for k, v in FILE.items() if k != "meta"}
+    chatbot = [g6("user", {"type": "file", "file": dict(bare), "alt_text": None}, "hi"), g6("assistant", "Hello"),
+               {"role": "user", "content": {"file": dict(bare), "alt_text": None}}]  # Gradio 5's file message
+    before = repr(chatbot)
+    sent = with_file_meta(chatbot)
+    assert sent[0]["content"][0]["file"] == FILE and sent[2]["content"]["file"] == FILE
+    assert sent[0]["content"][1] == {"type": "text", "text": "hi"} and sent[1] is chatbot[1]
+    assert repr(chatbot) == before, "the caller's value is not changed"
+    tagged = [g6("user", file_part(), "hi")]
+    assert with_file_meta(tagged) is tagged  # nothing missing: no copy
+    pairs = [[{"text": "q", "files": []}, [{"text": "a"}]]]
+    assert with_file_meta(pairs) is pairs and with_file_meta(None) is None

@@ -50,8 +50,10 @@ ATTEMPTS = 3
 class ReplicaSettings:
     """Launch-time behaviour of a replica; every field maps to an app flag.
 
-    `ui`: "hand" (default, the hand-made app), "qwen-agent" (Qwen-Agent 0.0.11's real UI) or
-    "qwen-agent==X" (0.0.11 to 0.0.34). `agents` and `mention` choose the real UI's layout.
+    `ui`: "hand" (default, the hand-made app), "gradio6" (Gradio 6's own multimodal
+    `gr.ChatInterface`), "qwen-agent" (Qwen-Agent 0.0.11's real UI) or "qwen-agent==X" (0.0.11 to
+    0.0.34). `agents` and `mention` choose the real UI's layout. `app` serves another script in the
+    flavor's environment (a Gradio 6 test app: `ui="gradio6", app=...`).
     `python`: the interpreter to build the flavor's environment with (default: found).
     """
 
