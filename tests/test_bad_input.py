@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 
 import pytest
 
@@ -121,19 +122,21 @@ def bad_calls(f):
 
 
 def test_every_bad_call_is_refused_before_any_request(files, mocker):
-    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    # "Before any request" means before any work that could lead to one: no connection, no name
+    # lookup, and no thread started (the adapter runs its blocking requests on threads, so a check
+    # made after starting the config fetch would pass a connect-only test by luck of timing).
     cases = bad_calls(files)
-    assert len(cases) >= 25
-    refused = []
+    assert len(cases) >= 25 and len({name for name, *_ in cases}) == len(cases)
+    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    lookup = mocker.patch.object(socket, "getaddrinfo", side_effect=AssertionError("name looked up"))
+    thread = mocker.patch.object(threading.Thread, "start", side_effect=AssertionError("thread started"))
     for name, kwargs, error, words in cases:
         call = {"model": "qwen-2.5-1m", "messages": OK, "space": URL, **kwargs}
         with pytest.raises(error) as info:
             Qwen_Qwen_2_5M.create_async_generator(**call)
         assert isinstance(info.value, QwenSpaceError) and isinstance(info.value, ValueError), name
         assert words in str(info.value), (name, str(info.value))
-        refused.append(name)
-    assert connect.call_count == 0
-    assert len(refused) == len(cases)
+    assert (connect.call_count, lookup.call_count, thread.call_count) == (0, 0, 0)
 
 
 @pytest.fixture

@@ -220,7 +220,9 @@ def _msg(text):
         ([[_msg("hi"), [None, None]]], None),  # slots made, nothing said yet
         ([[_msg("old"), ["Old answer", None]], [_msg("new"), ["Tool call", None]], [None, [None, "Answer"]]],
          "Tool call\n\nAnswer"),  # an answer in two parts, this turn only
-        (["hi", "Hello"] and [["hi", "Hello"]], "Hello"),  # Gradio tuples
+        ([["hi", "Hello"]], "Hello"),  # Gradio tuples
+        ([["hi", "Hello"], ["again", "Second"]], "Second"),  # tuples: this turn's pair only
+        ([["hi", "Hello"], ["again", None]], None),  # tuples: this turn not answered yet
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a1"},
           {"role": "assistant", "content": "a2"}], "a1\n\na2"),  # Gradio messages
     ],
@@ -229,7 +231,9 @@ def test_answer_text_reads_this_turns_bot_side(chatbot, expected):
     assert answer_text(chatbot) == expected
 
 
-@pytest.mark.parametrize("bad", [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]]])
+@pytest.mark.parametrize(
+    "bad", [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]], ["hi", "Hello"]],  # last: a bare pair
+)
 def test_answer_text_refuses_unknown_shapes(bad):
     with pytest.raises(APIChangedError):
         answer_text(bad)
