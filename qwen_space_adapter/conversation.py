@@ -33,7 +33,9 @@ class JsonConversation:
     Space's last chatbot value), `message_count` (how many of the caller's messages the Space
     has seen, so that passing the grown `messages` list sends only the new message), `values`
     (the other component values the Space's page reads back, such as an agent selector) and
-    `app_id` (the Space's app that holds the history: a restart changes it).
+    `app_id` (the Space's app that holds the history: a restart changes it) and `pending_steps`
+    (the fn indices of the steps the page runs after an answer that was stopped: the next turn
+    runs them first, as the page ran them right after the stop).
     """
 
     session_hash: str
@@ -43,6 +45,7 @@ class JsonConversation:
     message_count: int
     values: dict[str, Any]  # other component values the Space's page reads (an agent selector...)
     app_id: Any  # the Space's app that holds this conversation's history (changes on restart)
+    pending_steps: list[int]  # steps the page runs after a stopped answer, run before the next turn
 
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():

@@ -125,11 +125,22 @@ class Page:
     def wire_data(self, step: Step, values: dict[int, Any]) -> list[Any]:
         """The step's inputs as the page sends them: every slot, state ones as their defaults
         (the server reads a State from the session and ignores what is sent)."""
-        return [
-            values.get(i) if not self.components.get(i, Component(i, "?")).is_state
-            else self.components[i].default
-            for i in step.inputs
-        ]
+        return [self._sent(i, values) for i in step.inputs]
+
+    def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
+        """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
+        return [self._sent(i, values) for i in step.inputs if not self._is_state(i)]
+
+    def _is_state(self, comp_id: int) -> bool:
+        return self.components.get(comp_id, Component(comp_id, "?")).is_state
+
+    def _sent(self, comp_id: int, values: dict[int, Any]) -> Any:
+        """One input as sent. The chatbot goes with the meta tag on each file part, which
+        Gradio 6 requires."""
+        if self._is_state(comp_id):
+            return self.components[comp_id].default
+        value = values.get(comp_id)
+        return with_file_meta(value) if comp_id == self.chatbot_id else value
 
     def changed(self, step: Step, before: dict[int, Any], after: dict[int, Any]) -> list[int]:
         """The components with `.change` listeners whose value `step`'s outputs changed."""
@@ -156,15 +167,6 @@ class Page:
         if self.multimodal:
             return {"text": prompt, "files": files}
         return prompt
-
-    def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
-        """The step's inputs as gradio_client takes them: state slots left out (it fills them).
-        The chatbot goes with the meta tag on each file part, which Gradio 6 requires."""
-        return [
-            with_file_meta(values.get(i)) if i == self.chatbot_id else values.get(i)
-            for i in step.inputs
-            if not self.components.get(i, Component(i, "?")).is_state
-        ]
 
     def apply(self, step: Step, values: dict[int, Any], data: list[Any]) -> None:
         """Write a step's outputs (wire order) into the store, honouring `gr.update` dicts."""

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import anyio
 
 from . import bridge, ending, session
-from .conversation import JsonConversation
+from .conversation import JsonConversation, check_chatbot_format
 from .deltas import DeltaTracker, Item, answer_text
 from .errors import (
     APIChangedError,
@@ -47,6 +47,14 @@ from .session import SpaceInfo
 log = logging.getLogger("qwen_space_adapter")
 T = TypeVar("T")
 TRAILING_STEP_LIMIT = 30.0  # seconds allowed to each step the page runs after the answer
+
+
+# The phase of a deadline: what the Space did not deliver in time, and the option that sets it.
+_DEADLINES = {
+    "answer": ("the whole answer", "timeout"),
+    "first token": ("the first token of its answer", "first_token_timeout"),
+    "silence": ("a next update of its answer (it fell silent)", "idle_timeout"),
+}
 
 
 @dataclass
@@ -78,9 +86,9 @@ class Clock:
 
     def expired(self) -> SpaceTimeoutError:
         _, phase, limit = self.left()
+        what, option = _DEADLINES.get(phase, (f"the {phase}", "timeout"))
         return SpaceTimeoutError(
-            f"The Space did not deliver the {phase} within the allowed time ({limit} s). "
-            "Raise the timeout, or retry later.",
+            f"The Space did not deliver {what} within {limit} s ({option}). Raise {option}, or retry later.",
             phase=phase,
         )
 
@@ -95,6 +103,10 @@ class Clock:
 
 
 def _user_side(entry: Any) -> Any:
+    """The user's side of a chatbot entry: of a [user, bot] pair, or of a user message (a message
+    of another role has none)."""
+    if isinstance(entry, dict) and "role" in entry:
+        return entry.get("content") if entry.get("role") == "user" else None
     user = entry[0] if isinstance(entry, list | tuple) and len(entry) == 2 else entry
     return user.get("text", user.get("content")) if isinstance(user, dict) else user
 
@@ -154,6 +166,7 @@ class Turn:
             if str(key).isdigit() and int(key) in page.components:
                 values[int(key)] = value
         if conv.chatbot:
+            check_chatbot_format(conv.chatbot, page.messages_format)
             values[page.chatbot_id] = conv.chatbot
         elif values.get(page.chatbot_id) is None:
             values[page.chatbot_id] = []
@@ -277,6 +290,27 @@ class Turn:
                 outcomes[step.fn_index] = False
                 log.warning("the step after the answer (fn %d) failed: %s", step.fn_index, exc)
 
+    async def run_pending(self) -> None:
+        """Run the steps the page runs after a stopped answer, left by the previous turn."""
+        pending = getattr(self.conversation, "pending_steps", None) or []
+        if not pending:
+            return
+        self.conversation.pending_steps = []
+        if getattr(self.conversation, "app_id", None) != self.info.app_id:
+            return  # another app: its page never ran that answer
+        outcomes = {self.page.answer_step.fn_index: True}
+        steps = [step for step in self.page.chain[self.page.answer + 1 :] if step.fn_index in pending]
+        for step in steps:
+            if _runs(step, outcomes):
+                try:
+                    with anyio.fail_after(TRAILING_STEP_LIMIT):
+                        await self.run_step(step, self.page.input_id)
+                    outcomes[step.fn_index] = True
+                except (QwenSpaceError, TimeoutError) as exc:
+                    outcomes[step.fn_index] = False
+                    log.warning("the step after the stopped answer (fn %d) failed: %s", step.fn_index, exc)
+        self.record()
+
     def keep_partial(self) -> None:
         """After an answer that did not complete, the page's chatbot keeps what it last showed,
         and the next turn sends that back: so does the conversation."""
@@ -321,6 +355,7 @@ async def _run_chain(
     if opts.files and not page.multimodal:
         raise APIChangedError("The Space's input takes no files (it is a plain textbox); send text only.")
     fresh = not conv.chatbot and not conv.message_count
+    await turn.run_pending()
     turn.values[page.input_id] = page.user_value(prompt, await _upload(turn, opts))
     if fresh:
         for step in page.load_steps:
@@ -332,11 +367,12 @@ async def _run_chain(
             continue
         await _retrying(clock, partial(turn.run_step, step, trigger))
         outcomes[step.fn_index] = True
+        # What the page holds now is what it sends next (the user's message may enter the
+        # chatbot only at a later step): record it, so a retry after a failure below continues
+        # the conversation instead of starting it again.
+        turn.record()
         if index == 0:
-            # The Space now holds the user's message in this session: record it, so a retry
-            # after a failure below continues the conversation instead of starting it again.
-            turn.record()
-            conv.message_count = message_count
+            conv.message_count = message_count  # the Space now holds the user's message
     answer = page.answer_step
     if not _runs(answer, outcomes):
         raise APIChangedError("The Space's page skipped its answer step; update qwen_space_adapter.")
@@ -394,6 +430,11 @@ async def _run_chain(
     finally:
         if not completed and not kept:
             turn.keep_partial()
+            # The page runs the steps after a stopped answer (a cancel completes the event): they
+            # run before the conversation's next turn, so the caller who left is not held.
+            conv.pending_steps = [step.fn_index for step in page.chain[page.answer + 1 :]]
+    for item in tracker.finish():  # text held back for a last update that carried no chatbot
+        yield item
     outcomes[answer.fn_index] = True
     await turn.run_listeners(answer, before)
     await turn.run_after(outcomes, trigger)

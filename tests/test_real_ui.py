@@ -111,19 +111,7 @@ async def test_with_two_agents_the_answering_slot_is_read(space):
     assert isinstance(bot, list) and len(bot) == 2 and sum(slot is not None for slot in bot) == 1
 
 
-# Gradio 6's ChatInterface copies the client's chatbot into the history its model reads in a `.then`
-# step after the answer. The page runs `.then` steps after a cancelled step too (ChatInterface
-# relies on it to restore its submit button); the adapter stops the chain when the caller leaves,
-# so the next answer reads the history from before the cancelled turn. A turn-engine change
-# (issue 18, part 3); remove the mark when it lands (strict: it fails loudly once it passes).
-CANCEL_GAP = pytest.mark.xfail(
-    strict=True, reason="the adapter skips the chain's .then steps after a cancel (the page runs them)"
-)
-
-
-async def test_cancel_then_continue_at_once_keeps_the_conversation(space, request: pytest.FixtureRequest):
-    if request.node.callspec.params.get("space") == "gradio6":
-        request.applymarker(CANCEL_GAP)
+async def test_cancel_then_continue_at_once_keeps_the_conversation(space):
     msgs = [{"role": "user", "content": "Start"}]
     _, _, conv = await ask(space, msgs)
     turn = 1
