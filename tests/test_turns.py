@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import httpx
 import pytest
 from threadcount import settle_threads, thread_count
 
@@ -302,3 +303,26 @@ async def test_a_redeployed_space_is_followed_and_an_orphaned_conversation_refus
     assert text.startswith('You said: "Hello again". This is the first turn')
     with pytest.raises(SpaceRestartedError, match="Start a new conversation"):
         await chat.ask("Do you remember me?")
+
+
+SHIFTED_APP = str(Path(__file__).with_name("apps") / "shifted_page.py")
+
+
+async def test_a_new_conversation_after_a_redeploy_runs_only_the_new_pages_chat_chain(qwen_replica_factory):
+    """The same port, a page whose chat chain moved two fn indices on: the old indices now name
+    a `.change` handler and a button. A new conversation of the same process must be answered,
+    and the new page must run its chat chain only (the server counts every step's calls)."""
+    first = qwen_replica_factory(app=SHIFTED_APP)
+    port = int(first.url.rsplit(":", 1)[1])
+    old = Chat(first.url)
+    await old.ask("Start")
+    first.close()
+    shifted = qwen_replica_factory(app=SHIFTED_APP, extra_args=["--shifted"], port=port)
+    for i in range(2):  # the first new conversation reads the page again; the second uses it
+        text, _ = await Chat(shifted.url).ask(f"Hello {i}")
+        assert text.startswith(f'You said: "Hello {i}". This is the first turn'), text
+    calls = httpx.get(f"{shifted.url}/calls", timeout=10).json()
+    assert calls == {"add_text": 2, "predict": 2}, calls
+    with pytest.raises(SpaceRestartedError, match="Start a new conversation"):
+        await old.ask("Do you remember me?")
+    assert httpx.get(f"{shifted.url}/calls", timeout=10).json() == calls, "a step ran for the orphan"
