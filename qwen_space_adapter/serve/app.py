@@ -75,6 +75,7 @@ class ServeApp:
         self.ctx = ctx
         self._api_key = api_key.encode() if api_key else None
         self._running: set[anyio.CancelScope] = set()
+        self._idle: anyio.Event | None = None
         self.disconnects = 0  # answers cancelled because their client went away (for tests, logs)
 
     def __repr__(self) -> str:  # never the key
@@ -86,7 +87,21 @@ class ServeApp:
 
     @property
     def running(self) -> int:
+        """Answers running now (each a task group of this app)."""
         return len(self._running)
+
+    async def wait_idle(self) -> None:
+        """Return once no answer runs (tests and the benchmark wait on it instead of sleeping)."""
+        while self._running:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _leave(self, scope: anyio.CancelScope) -> None:
+        self._running.discard(scope)
+        if not self._running and self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -191,17 +206,18 @@ class ServeApp:
                 log.info("client went away: cancelling its answer (session %s)", turn.session_hash)
                 group.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as group:
-            self._running.add(group.cancel_scope)
-            try:
+        group = anyio.create_task_group()
+        try:
+            async with group:
+                self._running.add(group.cancel_scope)
                 group.start_soon(watch, group)
                 if request.stream:
                     await self._stream(turn, request, tracked)
                 else:
                     await self._whole(turn, request, tracked)
-            finally:
-                self._running.discard(group.cancel_scope)
-                group.cancel_scope.cancel()
+                group.cancel_scope.cancel()  # the watcher's job is over
+        finally:
+            self._leave(group.cancel_scope)
 
     @staticmethod
     def _session_headers(turn: Turn) -> list[tuple[bytes, bytes]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..conversation import JsonConversation
-from ..errors import SpaceRestartedError
+from ..errors import InvalidRequestError, SpaceRestartedError
 from ..events import StreamEvent, Summary, TextRewritten
 from ..provider import Qwen_Qwen_2_5M
 from .request import Attachment, ChatRequest, Message
@@ -102,6 +102,11 @@ class Turn:
                 conversation=conversation,
                 **kwargs,
             )
+        except InvalidRequestError as e:  # name the client's file, not our temporary copy of it
+            text = str(e)
+            for path, f in zip(paths, files, strict=True):
+                text = text.replace(repr(path), repr(f.filename))
+            raise InvalidRequestError(text) from None
         finally:  # the adapter read the files at the call
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
