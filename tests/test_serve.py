@@ -276,6 +276,7 @@ def test_client_disconnect_cancels_the_job_on_the_space(server: BackgroundServer
     assert after["tokens"] - before["tokens"] < 2000
     assert server.app.disconnects >= 1
     assert server.call(lambda: len(asyncio.all_tasks())) == tasks
+    assert server.app.adapter_loop is not None and server.app.adapter_loop.tasks() == 0
     assert settle_threads(threads) <= threads
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -26,6 +26,7 @@ import anyio.abc
 from ..events import StreamEvent
 from .chunks import DONE, ChunkEncoder, completion, event_fields
 from .errors import ApiError, api_error
+from .offload import AdapterLoop
 from .request import MAX_BODY_BYTES, ChatRequest, parse_body
 from .turns import Context, Turn
 
@@ -71,8 +72,10 @@ async def _read_body(receive: Receive) -> bytes:
 class ServeApp:
     """The ASGI app. `cancel_all()` ends every running answer (and its job on the Space) at once."""
 
-    def __init__(self, ctx: Context, *, api_key: str | None = None) -> None:
+    def __init__(self, ctx: Context, *, api_key: str | None = None, offload: bool = True) -> None:
         self.ctx = ctx
+        # the adapter's turns run on a loop of their own, so this one only serves HTTP (offload.py)
+        self.adapter_loop = AdapterLoop() if offload else None
         self._api_key = api_key.encode() if api_key else None
         self._running: set[anyio.CancelScope] = set()
         self._idle: anyio.Event | None = None
@@ -80,6 +83,16 @@ class ServeApp:
 
     def __repr__(self) -> str:  # never the key
         return f"ServeApp(space={self.ctx.space!r}, auth={'on' if self._api_key else 'off'})"
+
+    def close(self) -> None:
+        """Stop the adapter's loop (after the server stopped: what still runs there is cancelled)."""
+        if self.adapter_loop is not None:
+            self.adapter_loop.close()
+
+    def _items(self, turn: Turn) -> AsyncGenerator[Any, None]:
+        if self.adapter_loop is None:
+            return turn.items()
+        return self.adapter_loop.iterate(turn.items)
 
     def cancel_all(self) -> None:
         for scope in list(self._running):
@@ -228,7 +241,7 @@ class ServeApp:
 
     async def _stream(self, turn: Turn, request: ChatRequest, send: Send) -> None:
         encoder = ChunkEncoder(request.model)
-        items = turn.items()
+        items = self._items(turn)
         started = False
         try:
             async for item in items:
@@ -259,7 +272,7 @@ class ServeApp:
         await send({"type": "http.response.body", "body": tail + DONE, "more_body": False})
 
     async def _whole(self, turn: Turn, request: ChatRequest, send: Send) -> None:
-        items = turn.items()
+        items = self._items(turn)
         reasoning: list[str] = []
         try:
             async for item in items:

@@ -104,6 +104,7 @@ async def serve_forever(app: ServeApp, sock: socket.socket, on_ready: Callable[[
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        app.close()
 
 
 class BackgroundServer:
@@ -153,6 +154,7 @@ class BackgroundServer:
         if self._loop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(stop, self._server, self.app)
         self._thread.join(timeout)
+        self.app.close()
         self.sock.close()
 
     def __enter__(self) -> BackgroundServer:
