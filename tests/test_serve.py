@@ -343,6 +343,25 @@ def test_restarted_server_continues_from_its_sessions_file(replica: Replica, tmp
     assert "This is turn 2" in text and 'I still have "p.txt" from an earlier message' in text
 
 
+def restart_on(port: int, within: float = 20.0) -> Replica:
+    """A new replica on the port of the one just stopped. The kernel may hold the port a moment
+    (connections in TIME_WAIT) and no event says when it is free, so this retries within a bound."""
+    import time
+
+    from qwen_space_adapter.errors import ReplicaError
+
+    deadline = time.monotonic() + within
+    while True:
+        space = Replica(port=port, token_delay=0.005, prefill_base=0.02)
+        try:
+            space.start()
+            return space
+        except ReplicaError as e:
+            if "not free" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_restarted_space_is_answered_in_a_new_session_with_the_history() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -354,8 +373,7 @@ def test_restarted_space_is_answered_in_a_new_session_with_the_history() -> None
         c = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)
         raw = c.chat.completions.with_raw_response.create(model=MODEL, messages=[user("Before restart")])
         space.close()
-        space = Replica(port=port, token_delay=0.005, prefill_base=0.02)
-        space.start()
+        space = restart_on(port)
         history = [user("Before restart"), {"role": "assistant", "content": raw.parse().choices[0].message.content},
                    user("After restart")]
         raw2 = c.chat.completions.with_raw_response.create(model=MODEL, messages=history)

@@ -89,10 +89,22 @@ class ServeApp:
         if self.adapter_loop is not None:
             self.adapter_loop.close()
 
-    def _items(self, turn: Turn) -> AsyncGenerator[Any, None]:
-        if self.adapter_loop is None:
-            return turn.items()
-        return self.adapter_loop.iterate(turn.items)
+    async def _batches(self, turn: Turn) -> AsyncGenerator[list[Any], None]:
+        """The turn's items in batches: as they crossed from the adapter's loop, else one by one."""
+        if self.adapter_loop is not None:
+            stream = self.adapter_loop.batches(turn.items)
+            try:
+                async for batch in stream:
+                    yield batch
+            finally:
+                await stream.aclose()
+            return
+        items = turn.items()
+        try:
+            async for item in items:
+                yield [item]
+        finally:
+            await items.aclose()
 
     def cancel_all(self) -> None:
         for scope in list(self._running):
@@ -241,18 +253,19 @@ class ServeApp:
 
     async def _stream(self, turn: Turn, request: ChatRequest, send: Send) -> None:
         encoder = ChunkEncoder(request.model)
-        items = self._items(turn)
+        batches = self._batches(turn)
         started = False
         try:
-            async for item in items:
+            async for batch in batches:
+                frames = [encoder.content(item) if isinstance(item, str) else encoder.event(item) for item in batch]
                 if not started:
                     head = [*SSE, *self._session_headers(turn)]
                     await send({"type": "http.response.start", "status": 200, "headers": head})
-                    await send({"type": "http.response.body", "body": encoder.role(), "more_body": True})
+                    frames.insert(0, encoder.role())
                     started = True
-                frame = encoder.content(item) if isinstance(item, str) else encoder.event(item)
-                if frame is not None:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                body = b"".join(f for f in frames if f is not None)
+                if body:  # one write for the whole burst
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
         except Exception as e:
             error = api_error(e)
             self._log_error(e, error)
@@ -262,7 +275,7 @@ class ServeApp:
             await send({"type": "http.response.body", "body": encoder.error(error.body()), "more_body": False})
             return
         finally:
-            await items.aclose()
+            await batches.aclose()
         if not started:  # an answer without a single item (the adapter always yields one; be safe)
             await send({"type": "http.response.start", "status": 200, "headers": [*SSE, *self._session_headers(turn)]})
             await send({"type": "http.response.body", "body": encoder.role(), "more_body": True})
@@ -272,10 +285,10 @@ class ServeApp:
         await send({"type": "http.response.body", "body": tail + DONE, "more_body": False})
 
     async def _whole(self, turn: Turn, request: ChatRequest, send: Send) -> None:
-        items = self._items(turn)
+        batches = self._batches(turn)
         reasoning: list[str] = []
         try:
-            async for item in items:
+            async for item in (item async for batch in batches for item in batch):
                 fields = event_fields(item) if isinstance(item, StreamEvent) else None
                 line = fields[0].get("reasoning_content") if fields else None
                 if line is not None and (not reasoning or reasoning[-1] != line):
@@ -286,7 +299,7 @@ class ServeApp:
             await _respond(send, error.status, error.body(), [*error.headers(), *self._session_headers(turn)])
             return
         finally:
-            await items.aclose()
+            await batches.aclose()
         qwen: dict[str, Any] = {"summary": turn.summary, "session": turn.session_hash, "continued": turn.continued}
         body = completion(request.model, turn.text, reasoning="".join(reasoning), qwen=qwen,
                           prompt_chars=_prompt_chars(request))

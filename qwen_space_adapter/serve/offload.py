@@ -116,8 +116,9 @@ class AdapterLoop:
         if not self._thread.is_alive():
             self.loop.close()
 
-    async def iterate(self, make: Callable[[], AsyncGenerator[Any, None]]) -> AsyncGenerator[Any, None]:
-        """Run the async generator `make()` on this loop; yield its items on the caller's loop."""
+    async def batches(self, make: Callable[[], AsyncGenerator[Any, None]]) -> AsyncGenerator[list[Any], None]:
+        """Run the async generator `make()` on this loop; yield its items, in the batches they arrived
+        in, on the caller's loop (a burst of deltas becomes one write to the client)."""
         channel = _Channel(asyncio.get_running_loop())
 
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()  # set when pump() is over
@@ -156,8 +157,8 @@ class AdapterLoop:
         try:
             while True:
                 batch, over = await channel.get_batch()
-                for item in batch:
-                    yield item
+                if batch:
+                    yield batch
                 if over:
                     break
             if channel.error is not None:
