@@ -268,7 +268,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
         served: list[float] = []
         _client("adapter", space.url, **lat)  # warm both paths (config cached, imports done)
         _client("server", base, **lat)
-        for _ in range(s["latency_runs"]):  # interleaved, so drift hits both alike
+        for _ in range(int(s["latency_runs"])):  # interleaved, so drift hits both alike
             direct += _client("adapter", space.url, **lat)["latencies"]
             served += _client("server", base, **lat)["latencies"]
         load = {"streams": s["streams"], "tokens": s["tokens"], "delay": s["delay"], "runs": 1}
