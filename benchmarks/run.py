@@ -1008,6 +1008,12 @@ def main(argv: list[str] | None = None) -> int:
     data["notes"] = plots(f, args.out)
     md = table(f, s)
     tmd = targets_md(verdicts)
+    if not s.quick:  # the serving rows (benchmarks/serve_bench.py; --quick stays within its smoke test's budget)
+        import serve_bench
+
+        if serve_bench.available() is None:
+            data["serve"] = serve_bench.measure()
+            tmd += "\n" + serve_bench.table_md(data["serve"]) + "\n"
     (args.out / "table.md").write_text(
         f"{md}\nRatios are to raw SSE in the same run ({QUICK_NOTE if s.quick else 'full setting'}, "
         f"{data['started']}, {data['cpus']} CPUs; the run took {data['elapsed_s'] / 60:.0f} min).\n\n{tmd}"

@@ -527,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="interpreter for the replica's environment (default: this one if supported)")
     rep.set_defaults(func=cmd_replica)
 
+    from .serve.command import add_command as add_serve  # imports no server code until it runs
+
+    add_serve(sub)
+
     try:
         from .harness.cli import add_commands
     except ImportError:  # pragma: no cover - the harness ships with the package
