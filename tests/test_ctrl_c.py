@@ -8,7 +8,9 @@ output or the replica shows that the turn is in that phase. Failures print the C
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,9 +87,11 @@ def test_a_second_ctrl_c_exits_while_the_first_cancel_is_stuck(qwen_replica_fact
     replica = qwen_replica_factory(app=GATED_APP)
     httpx.post(f"{replica.url}/gate/hold-cancel", timeout=10)  # the Space will not answer /cancel
     try:
-        with JsonSession("--space", replica.url, "stuck") as cli:
+        with JsonSession("--space", replica.url, "stuck [[fault:slow-first-token=60]]") as cli:
             cli.wait_for("conversation")
             assert httpx.get(f"{replica.url}/gate/entered", params={"timeout": 30}, timeout=40).json()["entered"]
+            httpx.post(f"{replica.url}/gate/release", timeout=10)  # add_text ends; predict starts thinking
+            assert _generating(replica), cli.fail("predict never started")
             cli.sigint()
             held = httpx.get(f"{replica.url}/gate/cancel-held", params={"timeout": 30}, timeout=40).json()["held"]
             assert held and cli.proc.poll() is None, cli.fail("the first Ctrl-C's cancel was not stuck")
@@ -97,3 +101,15 @@ def test_a_second_ctrl_c_exits_while_the_first_cancel_is_stuck(qwen_replica_fact
             assert "interrupted" in cli.stderr
     finally:
         httpx.post(f"{replica.url}/gate/release", timeout=10)
+        httpx.post(f"{replica.url}/gate/release-cancel", timeout=10)
+
+
+def _generating(replica: Any, within: float = 30.0) -> bool:
+    """Whether the replica's model started a generation within `within` seconds (a bound on a
+    state the replica reports, polled)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if replica.stats()["active"]:
+            return True
+        time.sleep(0.05)
+    return False

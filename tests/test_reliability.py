@@ -28,6 +28,7 @@ from qwen_space_adapter import (
     SpaceTimeoutError,
     SpaceUnavailableError,
     StreamInterruptedError,
+    ending,
 )
 from qwen_space_adapter import session as session_mod
 
@@ -160,6 +161,8 @@ async def test_queue_full_and_concurrency_limit(qwen_replica_factory, no_thread_
         with pytest.raises(SpaceTimeoutError) as info:
             await drain(replica.url, "d", max_retries=0, first_token_timeout=1)
         assert info.value.phase == "first token"
+        # The caller got its error at its deadline; the job leaves the queue in the background.
+        assert await anyio.to_thread.run_sync(ending.wait_all, 15.0), "the turn's ending never finished"
         async for item in second:  # the queue's second place is free again
             if isinstance(item, QueueStatus):
                 break

@@ -4,9 +4,10 @@ Served by the replica launcher (`Replica(app=...)`), in the replica's environmen
 hold a turn in its add_text phase for as long as it likes: `GET /gate/entered?timeout=S` answers
 once an add_text is waiting at the gate, `POST /gate/release` opens it.
 
-After `POST /gate/hold-cancel`, Gradio's `/cancel` route holds each request until the gate opens
-(`GET /gate/cancel-held?timeout=S` answers once one is held): a client's cancel then cannot
-complete, which is how a test proves that a second Ctrl-C does not wait for the first one.
+After `POST /gate/hold-cancel`, Gradio's `/cancel` route holds each request until
+`POST /gate/release-cancel` (`GET /gate/cancel-held?timeout=S` answers once one is held): a
+client's cancel then cannot complete, which is how a test proves that a second Ctrl-C does not
+wait for the first one.
 Everything else is the replica, unchanged (its `build` and its routes are wrapped, not copied).
 """
 
@@ -26,6 +27,7 @@ ENTERED = threading.Event()
 RELEASE = threading.Event()
 HOLD_CANCEL = threading.Event()
 CANCEL_HELD = threading.Event()
+CANCEL_RELEASE = threading.Event()
 GATE_LIMIT = 120.0  # seconds an add_text waits at most, so a forgotten gate cannot hang a server
 
 
@@ -59,6 +61,10 @@ def add_routes(server_app):
         HOLD_CANCEL.set()
         return {"holding": True}
 
+    def release_cancel() -> dict:
+        CANCEL_RELEASE.set()
+        return {"released": True}
+
     def cancel_held(timeout: float = 10.0) -> dict:
         return {"held": CANCEL_HELD.wait(timeout)}
 
@@ -66,6 +72,7 @@ def add_routes(server_app):
     server_app.add_api_route("/gate/release", release, methods=["POST"])
     server_app.add_api_route("/gate/hold-cancel", hold_cancel, methods=["POST"])
     server_app.add_api_route("/gate/cancel-held", cancel_held, methods=["GET"])
+    server_app.add_api_route("/gate/release-cancel", release_cancel, methods=["POST"])
 
     from gradio.data_classes import CancelBody
 
@@ -75,7 +82,7 @@ def add_routes(server_app):
     async def held_cancel(body: CancelBody) -> dict:
         if HOLD_CANCEL.is_set():
             CANCEL_HELD.set()
-            await asyncio.to_thread(RELEASE.wait, GATE_LIMIT)
+            await asyncio.to_thread(CANCEL_RELEASE.wait, GATE_LIMIT)
         return await original_cancel(body)
 
     server_app.router.routes.remove(route)
