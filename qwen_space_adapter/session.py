@@ -26,7 +26,7 @@ from .bridge import Channel, in_daemon_thread
 from .errors import APIChangedError, QwenSpaceError, SpaceUnavailableError
 from .failures import translate
 from .page import Page
-from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
+from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, hub_endpoint, hub_token, space_url
 
 __all__ = ["DEFAULT_SPACE_URL", "SpaceInfo", "SpaceTarget", "env_space", "space_url"]
 
@@ -66,14 +66,17 @@ def cached_info(target: SpaceTarget) -> SpaceInfo | None:
 
 
 def client_kwargs(target: SpaceTarget, connect_timeout: float) -> dict[str, Any]:
-    """gradio_client's arguments, with every plain request bounded by `connect_timeout`.
+    """gradio_client's arguments, with every plain request bounded by `connect_timeout` in total.
 
-    A request that is not a stream (config, upload, join, cancel) either answers within that
-    time or fails, so a server that accepts and never answers holds a thread no longer.
+    A request that is not a stream (config, info, join, upload, cancel, app_id, drop-queued)
+    either answers within that time or fails; httpx's own timeouts bound each read only, so the
+    total is a `Deadline` (httpx's `auth=`, which gradio_client passes on every such request).
+    A server that trickles or never answers holds a thread and a socket no longer than that.
     """
     kwargs = target.client_kwargs()
     httpx_kwargs = dict(kwargs.get("httpx_kwargs") or {})
     httpx_kwargs["timeout"] = httpx.Timeout(connect_timeout)
+    httpx_kwargs["auth"] = gci.Deadline(connect_timeout)
     kwargs["httpx_kwargs"] = httpx_kwargs
     return kwargs
 
@@ -104,14 +107,20 @@ def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
     """
     if not target.space_id or target.proxy:
         return None
+    # Asked at `$HF_ENDPOINT`, as huggingface_hub would, but read now and named in the message;
+    # the token goes only to Hugging Face over https (`hub_token`). False, not None: given None,
+    # huggingface_hub would send the environment's token itself.
+    endpoint = hub_endpoint()
     try:
-        from huggingface_hub import get_space_runtime
+        from huggingface_hub import HfApi
 
-        stage = str(getattr(get_space_runtime(target.space_id, token=target.token), "stage", ""))
+        api = HfApi(endpoint=endpoint)
+        runtime = api.get_space_runtime(target.space_id, token=hub_token(target.token, endpoint) or False)
+        stage = str(getattr(runtime, "stage", ""))
     except Exception:
         return None
     stage = stage.rsplit(".", 1)[-1].upper()
-    page = f"https://huggingface.co/spaces/{target.space_id}"
+    page = f"{endpoint}/spaces/{target.space_id}"
     if stage in _STAGES:
         text, retryable = _STAGES[stage]
         err = SpaceUnavailableError(f"The Space {target.space_id} {text.format(page=page)}")
@@ -149,7 +158,6 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
         finally:
             close_client(client)
         info = SpaceInfo(target, config, api_info, Page.from_config(config))
-        info.config["connect_heartbeat"] = False
         _INFO[target.key] = info
         return info
     finally:
@@ -324,7 +332,11 @@ def close_client(client: Any, wait: bool = True) -> None:
 def live_app_id(client: Any) -> Any:
     """The id the Space's app drew at launch, asked now (None when the Space does not say)."""
     try:
-        response = httpx.get(f"{client.src_prefixed.rstrip('/')}/app_id", **gci.request_kwargs(client))
+        url = gci.derived_url(client, "app_id")
+    except AttributeError:
+        return None
+    try:
+        response = httpx.get(url, **gci.request_kwargs(client))
         if response.status_code != 200:
             return None
         return response.json().get("app_id")
@@ -339,11 +351,16 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
     (`file.mime_type.startswith('image/')`). The `meta` tag marks it as a file for Gradio 5.
     """
     try:
+        # The client's deadline, plus a second per MB: a large file on a slow link is no stall.
+        deadline = getattr(client.httpx_kwargs.get("auth"), "seconds", DEFAULT_CONNECT_TIMEOUT) + len(data) / 1e6
         response = httpx.post(
-            client.upload_url, files=[("files", (name, data, mime_type))], **gci.request_kwargs(client)
+            gci.check_same_origin(client.src, client.upload_url), files=[("files", (name, data, mime_type))],
+            **gci.request_kwargs(client, deadline=deadline),
         )
         response.raise_for_status()
         path = response.json()[0]
+        if isinstance(path, str) and "://" in path:
+            gci.check_same_origin(client.src, path)  # a file value must not point elsewhere
     except QwenSpaceError:
         raise
     except Exception as exc:
