@@ -186,6 +186,11 @@ class SpaceTarget:
     verify: bool = True
     space_id: str | None = None  # "owner/name" when known: lets a failure ask the Hub why
 
+    def __post_init__(self) -> None:
+        # Every way in (hf_token=, $HF_TOKEN, a token file, the harness) may bring a newline.
+        if isinstance(self.token, str):
+            object.__setattr__(self, "token", self.token.strip() or None)
+
     @property
     def key(self) -> tuple[str, str, str | None, bool]:
         digest = hashlib.sha256((self.token or "").encode()).hexdigest()[:16]
