@@ -225,9 +225,9 @@ def mirror() -> Iterator[tuple[str, list[dict[str, str]]]]:
 
 
 def _stage_error(monkeypatch, endpoint: str, tmp_path, **kwargs: str):
-    from qwen_space_adapter import session
-
     import huggingface_hub.constants
+
+    from qwen_space_adapter import session
 
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     # huggingface_hub read $HF_ENDPOINT at import: point its default there too, so that even an
