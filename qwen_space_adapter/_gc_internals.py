@@ -28,12 +28,14 @@ missing or changed, `tap_supported()` is false and the adapter uses the public `
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import socket
 import threading
 import time
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +93,8 @@ def problems() -> list[str]:
         endpoint_src = ""
     if "data = self.process_input_files(*data)" not in endpoint_src:
         found.append("Endpoint no longer uploads files through process_input_files")
+    if "self._client = weakref.ref(client)" not in endpoint_src:
+        found.append("Endpoint no longer holds its client as _client (AdapterClient rebinds copies)")
     if "self.httpx_kwargs.copy()" not in stream_src:
         found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
     return found
@@ -330,21 +334,32 @@ class AdapterClient(Client):
         *,
         cached: tuple[dict, dict] | None = None,
         reader_timeout: Any = None,
+        endpoints: dict[Any, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self._cached = cached
+        # `endpoints`: a dict shared by every client of one cached config. Empty, this client's
+        # endpoints fill it; filled, this client's endpoints are shallow copies of them, bound
+        # to it: `Endpoint.__init__` scans every component per input (quadratic in the page).
+        self._templates = endpoints if cached is not None and tap_supported() else None
         self.reader_transports: list[ShuttableTransport] = []
         self.reader_timeout = reader_timeout
         self.left_unfinished = False  # a job was cancelled before it completed
         self.refused: StreamInterruptedError | None = None  # why the reader was ended, if by us
         super().__init__(src, **kwargs)
         self.httpx_kwargs: dict[str, Any] = _ReaderKwargs(dict(self.httpx_kwargs), self)
+        if self._cached is not None and self._templates:
+            self.config = self._cached[0]
+            self.endpoints = {key: _rebound(endpoint, self) for key, endpoint in self._templates.items()}
+            return
         # The adapter uploads files itself, as a browser does (with `mime_type`), and sends file
         # values that already live on the Space (uploads, files in the chatbot) with their `meta`
         # tag, which Gradio 5 requires; gradio_client would try to upload those again.
         for endpoint in self.endpoints.values():
             if hasattr(endpoint, "process_input_files"):
                 endpoint.process_input_files = _as_is
+        if self._templates is not None and not self._templates:
+            self._templates.update(self.endpoints)
 
     def end_reader(self) -> None:
         """Cut the connection of every SSE reader this client opened (from any thread)."""
@@ -357,6 +372,9 @@ class AdapterClient(Client):
 
     def _get_config(self) -> dict:
         if self._cached is not None:
+            if self._templates:
+                # `Client.__init__` builds no endpoint from this one; `__init__` binds copies.
+                return {**self._cached[0], "dependencies": []}
             return self._cached[0]
         config = super()._get_config()
         # No heartbeat, for this client and every client built from its config: see
@@ -392,6 +410,13 @@ class AdapterClient(Client):
     def _telemetry_thread(self) -> None:
         # Telemetry would open a connection to huggingface.co from a thread per client.
         return None
+
+
+def _rebound(endpoint: Any, client: Client) -> Any:
+    """A copy of a template `Endpoint` that belongs to `client` (its only per-client field)."""
+    clone = copy.copy(endpoint)
+    clone._client = weakref.ref(client)
+    return clone
 
 
 class _TappedDeque(deque):  # type: ignore[type-arg]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -43,6 +43,9 @@ class SpaceInfo:
     config: dict[str, Any]
     api_info: dict[str, Any]
     page: Page
+    # gradio_client's endpoints of this config, built by the first turn's client and copied
+    # by every later one (see `AdapterClient`); read-only, like the config and info.
+    endpoints: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def app_id(self) -> Any:
@@ -263,6 +266,7 @@ def open_client(info: SpaceInfo, session_hash: str,
         client = gci.AdapterClient(
             info.target.url,
             cached=cached,
+            endpoints=info.endpoints,
             reader_timeout=_reader_timeout(connect_timeout),
             **client_kwargs(info.target, connect_timeout),
         )
