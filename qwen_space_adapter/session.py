@@ -13,6 +13,7 @@ then by cutting its connection) before the gate opens for the next turn.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -149,6 +150,10 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
         info = _INFO.get(target.key)
         if info is not None and info is not stale:
             return info
+        # Read gradio_client's source now, on this thread, not on the caller's loop at the first
+        # turn (0.15 s): which internals the adapter may use is checked once per process.
+        gci.tap_supported()
+        gci.join_supported()
         try:
             client = gci.AdapterClient(target.url, **client_kwargs(target, connect_timeout))
         except Exception as exc:
@@ -179,7 +184,39 @@ async def space_info(
     info = _INFO.get(target.key)
     if info is not None and info is not stale:
         return info
-    return await in_daemon_thread(_fetch_info, target, connect_timeout, stale)
+    if stale is not None:
+        return await in_daemon_thread(_fetch_info, target, connect_timeout, stale)
+    # A hundred new conversations at once: one fetch thread, not a hundred thread starts on
+    # the caller's loop (each waits for the new thread to run; 0.7 s of stall in all).
+    channel = Channel()
+    with _INFO_GUARD:
+        waiters = _FLIGHTS.get(target.key)
+        first = waiters is None
+        if first:
+            waiters = _FLIGHTS[target.key] = []
+        waiters.append(channel)
+    if first:
+        threading.Thread(target=_fly, args=(target, connect_timeout), name="qwen-space config",
+                         daemon=True).start()
+    ok, value = (await channel.drain())[0]
+    if not ok:
+        raise copy.copy(value)  # each caller gets an error of its own (turns annotate them)
+    return value
+
+
+_FLIGHTS: dict[tuple[str, str, str | None, bool], list[Channel]] = {}
+
+
+def _fly(target: SpaceTarget, connect_timeout: float) -> None:
+    """Fetch for every caller waiting on this Space's first fetch, and hand each the outcome."""
+    try:
+        outcome: tuple[bool, Any] = (True, _fetch_info(target, connect_timeout))
+    except BaseException as exc:  # handed to the callers
+        outcome = (False, exc)
+    with _INFO_GUARD:
+        waiters = _FLIGHTS.pop(target.key, [])
+    for channel in waiters:
+        channel.put(outcome)
 
 
 class SessionGate:
