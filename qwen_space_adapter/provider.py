@@ -261,8 +261,12 @@ async def _turn_module() -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
+        def settle() -> None:
+            if not future.done():
+                future.set_result(None)
+
         def wake() -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         async def wait() -> None:
             await asyncio.shield(future)

@@ -190,11 +190,8 @@ async def space_info(
     # the caller's loop (each waits for the new thread to run; 0.7 s of stall in all).
     channel = Channel()
     with _INFO_GUARD:
-        waiters = _FLIGHTS.get(target.key)
-        first = waiters is None
-        if first:
-            waiters = _FLIGHTS[target.key] = []
-        waiters.append(channel)
+        first = target.key not in _FLIGHTS
+        _FLIGHTS.setdefault(target.key, []).append(channel)
     if first:
         threading.Thread(target=_fly, args=(target, connect_timeout), name="qwen-space config",
                          daemon=True).start()
