@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,13 +118,3 @@ def fake_space(host: str = "127.0.0.1") -> Iterator[FakeSpace]:
         server.server_close()
         thread.join(5)
 
-
-def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> bool:
-    """Whether `predicate` became true within `within` seconds (a bound on an event that
-    happens by itself, e.g. a server noticing a disconnect; not a synchronisation by sleep)."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
