@@ -9,7 +9,7 @@ only same-run ratios hold. Each client runs in a subprocess of its own (`worker.
 peak RSS and threads belong to one client only.
 
 Outputs (in `--out`, default `benchmarks/results/`): `latest.json` (every figure, raw data and
-the targets' verdicts), `table.md` (the README's table), `latency.png` and `cpu_concurrency.png`
+the targets' verdicts), `table.md` (the table of `docs/benchmarks.md`), `latency.png` and `cpu_concurrency.png`
 (skipped, with a note, when matplotlib is not installed: `pip install -e '.[bench]'`).
 `--load` measures only the load generator against its raw-SSE floor and writes `load.json`.
 """
@@ -974,7 +974,7 @@ def plots(f: dict[str, Any], out: Path) -> list[str]:
     return []
 
 
-README = HERE.parent / "README.md"
+README = HERE.parent / "docs" / "benchmarks.md"  # the docs page that holds the table (it left the README)
 START, END = "<!-- BENCHMARK TABLE -->", "<!-- /BENCHMARK TABLE -->"
 
 
@@ -1125,7 +1125,7 @@ def main_loop_lag(s: Settings, out: Path) -> int:
 
 
 def update_readme(table_md: str) -> None:
-    """Put the full run's table between the README's markers, so its figures are this run's."""
+    """Put the full run's table between the markers of docs/benchmarks.md, so its figures are this run's."""
     text = README.read_text()
     if START not in text:
         return
@@ -1187,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_load(s: Settings, out: Path, cache: Path) -> int:
-    """`--load`: the load generator's figure alone (a minute or two), into `load.json`; README untouched."""
+    """`--load`: the load generator's figure alone (a minute or two), into `load.json`; docs/benchmarks.md untouched."""
     data = measure(s, cache, only_load=True)
     f = {"load": load_figure(data["results"])}
     name, value, limit = load_target(f, s)

@@ -3,7 +3,8 @@
     async for item in Qwen_Qwen_2_5M.create_async_generator("qwen-2.5-1m", messages):
         print(item, end="")
 
-See the README for conversations, attachments, errors, the CLI and the local replica.
+See the README and the docs site (docs/) for conversations, attachments, errors, the CLI and the
+local replica.
 """
 
 from .conversation import JsonConversation, generate_session_hash
@@ -25,7 +26,7 @@ from .errors import (
 from .events import QueueStatus, Reasoning, StreamEvent, Summary, TextRewritten
 from .provider import Qwen_Qwen_2_5M
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one source: pyproject.toml reads it (setuptools dynamic)
 
 __all__ = [
     "APIChangedError",

@@ -476,7 +476,7 @@ class _TappedEvents(dict):  # type: ignore[type-arg]
         return self[event_id]
 
 
-def join(client: Client, fn_index: int, args: tuple[Any, ...]) -> str:
+def join(client: Client, fn_index: int, data: list[Any], trigger_id: int | None = None) -> str:
     """Put one step on the Space's queue as `Job` would, without its per-job threads.
 
     A `Job` runs two helper threads that poll every 50 ms (`check_for_cancel`, `stream_sse_v1plus`)
@@ -486,10 +486,34 @@ def join(client: Client, fn_index: int, args: tuple[Any, ...]) -> str:
     client's reader if none is open.
     """
     endpoint = client.endpoints[fn_index]
-    data = endpoint.insert_empty_state(*args) if client._skip_components else args
-    payload = {"data": list(data), "fn_index": fn_index, **endpoint.oauth_token_payload()}
+    # `data` holds every input slot, as the page sends it; the page also names the component
+    # whose event started the chain (`trigger_id`) and sends `event_data`.
+    payload = {"data": list(data), "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
+               **endpoint.oauth_token_payload()}
     hash_data = {"fn_index": fn_index, "session_hash": client.session_hash}
     return str(client.send_data(payload, hash_data, endpoint.protocol, None))
+
+
+def predict(client: Client, fn_index: int, data: list[Any], trigger_id: int | None = None) -> dict[str, Any]:
+    """Call an unqueued step (`queue=False`) as the page does: one POST to `run/predict`.
+
+    Such a step never takes a place in the Space's queue: it runs at once, a generator only to
+    its first yield. Its answer comes back as the completed message the queue would have sent,
+    so the follower reads both the same way. Blocking.
+    """
+    url = derived_url(client, "run/predict")
+    body = {"data": list(data), "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
+            "session_hash": client.session_hash}
+    response = httpx.post(url, json=body, **request_kwargs(client))
+    if response.status_code == 500:
+        try:
+            output = response.json()
+        except ValueError:
+            output = None
+        if isinstance(output, dict) and "error" in output:
+            return {"msg": "process_completed", "success": False, "output": output}
+    response.raise_for_status()
+    return {"msg": "process_completed", "success": True, "output": response.json()}
 
 
 def request_kwargs(client: Client, deadline: float | None = None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ woken by 0.5 s timeouts). Neither fits an async caller, so the bridge does this 
   update, so a placeholder shown for a single update still reaches the caller.
 - The job's future reports its end through the same channel (`add_done_callback`), so errors
   raised on gradio_client's threads arrive without polling either.
-- Leaving early (break, aclose, cancellation, timeout) cancels the job on the Space and waits,
-  shielded and bounded, until the job's threads are done.
+- Leaving early (break, aclose, cancellation, timeout) hands the job to the turn's ending
+  (`ending.py`), which cancels it on the Space in the background.
 
 Where the tap is unavailable (gradio_client internals changed), `follow_job_public` follows the
 job with its public `status()` / `outputs()` at a short interval: correct, slower.
@@ -280,14 +280,16 @@ class DirectJob:
     reach the follower through the tap, a failed join through `follower.on_done`.
     """
 
-    def __init__(self, client: Any, follower: JobFollower, fn_index: int, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], trigger_id: int | None
+    ) -> None:
         self.client = client
         self.fn_index = fn_index
         self.future: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def join() -> None:
             try:
-                self.future.set_result(gci.join(client, fn_index, args))
+                self.future.set_result(gci.join(client, fn_index, data, trigger_id))
             except BaseException as exc:  # handed to the follower
                 self.future.set_exception(exc)
                 follower.on_done(self.future)
@@ -303,14 +305,56 @@ class DirectJob:
         gci.cancel(self.client, self.fn_index, event_id)
 
 
-def submit(client: Any, follower: JobFollower, fn_index: int, *args: Any, tapped: bool = False) -> Any:
+PLAIN_EVENT = "qwen_space_adapter:plain-call"  # the follower's event id for an unqueued step
+
+
+class PlainJob:
+    """An unqueued step called as the page calls it: one POST, its answer the step's result.
+
+    The answer reaches the follower as the completed message the queue would have sent, a
+    failed request through `follower.on_done`. There is nothing to cancel on the Space: an
+    unqueued call runs to its end (a generator to its first yield) whatever the client does.
+    """
+
+    def __init__(
+        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], trigger_id: int | None
+    ) -> None:
+        self.client = client
+        self.fn_index = fn_index
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                message = gci.predict(client, fn_index, data, trigger_id)
+            except BaseException as exc:  # handed to the follower
+                self.future.set_exception(exc)
+                follower.on_done(self.future)
+                return
+            self.future.set_result(None)
+            follower.on_register(PLAIN_EVENT)
+            follower.sink(PLAIN_EVENT, message)
+
+        threading.Thread(target=call, name="qwen-space call", daemon=True).start()
+
+    def cancel(self) -> None:
+        """Nothing to stop: the Space runs an unqueued call to its end."""
+
+
+def submit(
+    client: Any, follower: JobFollower, fn_index: int, data: list[Any], args: list[Any],
+    trigger_id: int | None = None, *, queued: bool = True, tapped: bool = False,
+) -> Any:
     """Submit a step whose end (result or error) reaches `follower` through its channel.
 
-    With the tap, the step joins the queue directly (`DirectJob`): no per-job polling threads.
-    Otherwise `Client.submit` (it only queues the work on gradio_client's executor).
+    `data` is every input slot as the page sends it, `args` the same without state slots (what
+    `Client.submit` takes). An unqueued step is a plain call (`PlainJob`), as the page makes it.
+    With the tap, a queued step joins the queue directly (`DirectJob`): no per-job polling
+    threads. Otherwise `Client.submit` (it only queues the work on gradio_client's executor).
     """
+    if not queued:
+        return PlainJob(client, follower, fn_index, data, trigger_id)
     if tapped and gci.join_supported():
-        return DirectJob(client, follower, fn_index, args)
+        return DirectJob(client, follower, fn_index, data, trigger_id)
     job = client.submit(*args, fn_index=fn_index)
     job.add_done_callback(follower.on_done)
     return job
@@ -342,35 +386,6 @@ def install_tap(client: Any) -> Router | None:
     return router
 
 
-async def cancel_job(job: Any) -> None:
-    """Cancel a job on the Space and wait (bounded) for its threads; never raises."""
-    if job is None:
-        return
-    communicator = getattr(job, "communicator", None)
-    known = getattr(communicator, "event_id", None)
-    with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_GRACE):
-        try:
-            await in_daemon_thread(job.cancel)
-        except Exception:
-            pass
-        await in_daemon_thread(_wait_future, job, CANCEL_GRACE)
-        # Cancelled while joining the queue: the cancel went out without an event id, and the
-        # join may still have gone through. Now that the id is known, cancel it by name.
-        cancel_fn = getattr(job, "cancel_fn", None)
-        if known is None and getattr(communicator, "event_id", None) is not None and cancel_fn:
-            try:
-                await in_daemon_thread(cancel_fn)
-            except Exception:
-                pass
-
-
-def _wait_future(job: Any, timeout: float) -> None:
-    try:
-        concurrent.futures.wait([job.future], timeout=timeout)
-    except Exception:
-        pass
-
-
 async def follow_job_public(
     job: Any, skipped: tuple[bool, ...], url: str, poll: float = 0.02
 ) -> AsyncGenerator[JobEvent, None]:
@@ -395,4 +410,4 @@ async def follow_job_public(
         await anyio.sleep(poll)
 
 
-__all__ = ["Channel", "Completed", "JobFollower", "Output", "Queued", "Router", "cancel_job", "install_tap", "submit"]
+__all__ = ["Channel", "Completed", "JobFollower", "Output", "Queued", "Router", "install_tap", "submit"]

@@ -517,8 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--replay", default=None, help="replay a recorded transcript")
     rep.add_argument("--replay-speed", type=float, default=1.0)
     rep.add_argument("--ui", default="hand",
-                     help="'hand' (default, fast), 'qwen-agent' (Qwen-Agent 0.0.11's real UI, Gradio 4) "
-                          "or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; Gradio 5 from 0.0.12 on)")
+                     help="'hand' (default, fast), 'gradio6' (Gradio 6's own multimodal ChatInterface; "
+                          "history from the chatbot the client sends), 'qwen-agent' (Qwen-Agent 0.0.11's "
+                          "real UI, Gradio 4) or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; Gradio 5 from "
+                          "0.0.12 on)")
     rep.add_argument("--agents", type=int, default=1, help="agents behind the real UI (--ui qwen-agent)")
     rep.add_argument("--mention", action="store_true", help="let @Name pick the agent (needs --agents 2+)")
     rep.add_argument("--python", default=None,

@@ -81,9 +81,13 @@ class SpaceRestartedError(QwenSpaceError):
 
 
 class AdapterBugError(QwenSpaceError):
-    """Something failed that no rule explains: a bug in qwen_space_adapter. Please report it."""
+    """Something failed that no rule explains: a bug in qwen_space_adapter. Please report it.
 
-    retryable = True
+    Not retryable: the same request meets the same bug, and a retry after the Space saw the
+    message would send it again.
+    """
+
+    retryable = False
 
 
 class ReplicaError(QwenSpaceError):

@@ -16,6 +16,7 @@ import ast
 import concurrent.futures
 import re
 import ssl
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from .errors import (
     SpaceUnavailableError,
     StreamInterruptedError,
 )
+from .target import is_loopback
 
 Factory = Callable[[BaseException, str, str], QwenSpaceError]
 
@@ -51,6 +53,36 @@ def _unavailable(text: str, retryable: bool = True) -> Factory:
         return err
 
     return build
+
+
+def _not_running_or_unreachable(exc: BaseException, url: str, msg: str) -> QwenSpaceError:
+    """A refused or failed connection: on this machine the Space is simply not running."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    refused = any(cls.__name__ in ("ConnectError", "ConnectionRefusedError") for cls in type(exc).__mro__)
+    if is_loopback(host) and refused:
+        return SpaceUnavailableError(
+            f"Could not connect to {url}: nothing is listening there, so the local Space is not running "
+            "(it stopped, or was never started). Start it (the replica: `qwen-space replica --port PORT`, "
+            "or `Replica(port=PORT).start()`), then call again."
+        )
+    return SpaceUnavailableError(
+        f"Could not connect to the Space at {url}. Check the URL and your network; if it is "
+        "a Hugging Face Space, it may be sleeping or restarting: retry in a minute."
+    )
+
+
+def _not_serving(exc: BaseException, url: str, msg: str) -> QwenSpaceError:
+    """5xx, or a config that could not be fetched; the status is named only when it is known."""
+    status = _status(exc, msg)
+    if status is None:
+        what = ("is not serving: it did not send its config (the answer was no success and named no status: "
+                "a redirect, which the adapter never follows, or an error page)")
+    else:
+        what = f"is not serving (HTTP {status})"
+    return SpaceUnavailableError(
+        f"The Space at {url} {what}: it may be sleeping, paused, building or restarting, or the URL may "
+        "point elsewhere. Check the URL and its page on Hugging Face, then retry."
+    )
 
 
 def _kind(*names: str) -> Callable[[BaseException, str, int | None], bool]:
@@ -113,9 +145,7 @@ ROWS: tuple[Row, ...] = (
     Row("TLS", lambda e, t, s: isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in t,
         _unavailable("The TLS certificate of {url} could not be verified; check the URL, or pass "
                      "verify=False for a Space you trust on your own network.", retryable=False)),
-    Row("connect", _kind("ConnectError", "ConnectTimeout", "ConnectionRefusedError"),
-        _unavailable("Could not connect to the Space at {url}. Check the URL and your network; if it is "
-                     "a Hugging Face Space, it may be sleeping or restarting: retry in a minute.")),
+    Row("connect", _kind("ConnectError", "ConnectTimeout", "ConnectionRefusedError"), _not_running_or_unreachable),
     Row("proxy", _kind("ProxyError"),
         _unavailable("The proxy refused the connection to {url} ({name}); check proxy=.", retryable=False)),
     Row("timeout", _kind("TimeoutException", "TimeoutError"),
@@ -141,8 +171,7 @@ ROWS: tuple[Row, ...] = (
     Row("not found", lambda e, t, s: s == 404 or type(e).__name__ == "InvalidAPIEndpointError",
         _api_changed),
     Row("not serving", lambda e, t, s: (s is not None and s >= 500) or "Could not fetch config" in t,
-        _unavailable("The Space at {url} is not serving (HTTP {status}): it may be sleeping, paused, "
-                     "building or restarting. Retry later, or check its page on Hugging Face.")),
+        _not_serving),
     Row("not a Gradio app", _says(r"Could not get Gradio config|not a Gradio app|Expecting value"),
         _unavailable("{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
                      "building (Hugging Face then shows a page of its own), or this is not a Gradio "
@@ -174,8 +203,8 @@ def translate(exc: BaseException, url: str) -> QwenSpaceError:
             return err
     return AdapterBugError(
         f"qwen_space_adapter failed on an unexpected {type(exc).__name__}: {text[:300]}. This is a "
-        "bug in the adapter, not in your request: please report it with this message. Retrying "
-        "may work."
+        "bug in the adapter, not in your request: please report it with this message. The same "
+        "request would meet the same bug, so the adapter does not retry it."
     )
 
 

@@ -217,6 +217,43 @@ def resolve_space(
     return DEFAULT_SPACE_URL, "space"
 
 
+def parseable_url(value: Any, name: str) -> None:
+    """Refuse a URL that `urllib.parse` cannot split (`http://[::1`): it raises a bare ValueError.
+
+    Checked here, before the target is resolved, so the caller gets `InvalidRequestError` naming
+    the argument instead of a ValueError from deep inside the URL handling.
+    """
+    if not isinstance(value, str) or "://" not in value:
+        return
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        reason = "an unclosed [ of an IPv6 address" if "IPv6" in str(e) else "a part that cannot be parsed"
+        # A proxy URL may carry a password: it is never echoed.
+        shown = name if name == "proxy" else f"{name}={_short(value)}"
+        raise InvalidRequestError(
+            f"{shown} is not a valid URL ({reason}); write an IPv6 host in brackets, e.g. "
+            "'http://[::1]:7860'."
+        ) from None
+
+
+def check_model(model: Any) -> str | None:
+    """The model argument as a name, or None for the default: only a string (or None/"") is a model.
+
+    `model=[]` used to pass as "empty, so the default", and `model=["x"]` failed with a bare
+    TypeError from a dict lookup; both are refused here, naming what was given.
+    """
+    if model is None or (isinstance(model, str) and not model.strip()):
+        return None
+    if not isinstance(model, str):
+        raise InvalidRequestError(
+            f"model must be a model name (a string) or None for the default, got {type(model).__name__} "
+            f"{_short(model)}."
+        )
+    return model
+
+
 def _token(value: Any, url: str) -> str | None:
     """The token to send to `url`, if any: explicit `hf_token=`, else `$HF_TOKEN` for Hugging Face.
 
@@ -264,6 +301,7 @@ def _proxy(proxy: Any) -> str | None:
         return None
     if not isinstance(proxy, str) or "://" not in proxy:
         raise InvalidRequestError("proxy must be a URL such as 'http://host:3128', or None.")
+    parseable_url(proxy, "proxy")
     parts = urllib.parse.urlsplit(proxy.strip())
     scheme = parts.scheme.lower()
     if scheme in SOCKS_PROXY_SCHEMES:
@@ -309,6 +347,7 @@ def parse_options(
     """
     kw = dict(kwargs)
     space, chosen_by = resolve_space(kw, conversation_space, class_url)
+    parseable_url(space, chosen_by)
     url = space_url(space, chosen_by)
     token = _token(kw.pop("hf_token", None), url)
     verify = kw.pop("verify", True)

@@ -20,9 +20,10 @@ Supported families (by component type on the wire):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .deltas import with_file_meta
 from .errors import APIChangedError
 
 CHATBOT_TYPES = ("modelscopechatbot", "modelscopelegacychatbot", "chatbot")
@@ -65,6 +66,7 @@ class Step:
     generator: bool = False
     only_on_success: bool = False
     name: str = ""
+    parent: int | None = None  # the step it is chained after (`trigger_after`), None for a trigger
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class Page:
     chain: tuple[Step, ...]  # the submit's own step first, then each chained step in order
     answer: int  # index in `chain` of the step that streams the chatbot
     load_steps: tuple[Step, ...] = ()
+    # Per component: the chains (a `.change` step, then the steps chained after it) that the page
+    # runs when a step's output changes that component's value, as the browser does.
+    listeners: dict[int, tuple[tuple[Step, ...], ...]] = field(default_factory=dict)
 
     # --- facts -------------------------------------------------------------------------------
     @property
@@ -96,8 +101,12 @@ class Page:
 
     @property
     def messages_format(self) -> bool:
-        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs."""
-        return self.components[self.chatbot_id].props.get("type") == "messages"
+        """Gradio's chatbot in `type="messages"`: a list of role/content dicts, not pairs.
+        Gradio 6 dropped the `type` prop: its chatbot holds messages only."""
+        props = self.components[self.chatbot_id].props
+        major = self.version.split(".")[0]
+        gradio6 = self.chatbot_type == "chatbot" and "type" not in props and major.isdigit() and int(major) >= 6
+        return props.get("type") == "messages" or gradio6
 
     @property
     def answer_step(self) -> Step:
@@ -112,6 +121,19 @@ class Page:
     def skipped_outputs(self, step: Step) -> tuple[bool, ...]:
         """Which outputs gradio_client drops from a processed result (state, layout blocks)."""
         return tuple(t in LAYOUT_TYPES for t in self.output_types(step))
+
+    def wire_data(self, step: Step, values: dict[int, Any]) -> list[Any]:
+        """The step's inputs as the page sends them: every slot, state ones as their defaults
+        (the server reads a State from the session and ignores what is sent)."""
+        return [
+            values.get(i) if not self.components.get(i, Component(i, "?")).is_state
+            else self.components[i].default
+            for i in step.inputs
+        ]
+
+    def changed(self, step: Step, before: dict[int, Any], after: dict[int, Any]) -> list[int]:
+        """The components with `.change` listeners whose value `step`'s outputs changed."""
+        return [i for i in dict.fromkeys(step.outputs) if i in self.listeners and before.get(i) != after.get(i)]
 
     def describe(self) -> dict[str, Any]:
         """The facts a report or a transcript records about the Space's page."""
@@ -136,9 +158,10 @@ class Page:
         return prompt
 
     def args(self, step: Step, values: dict[int, Any]) -> list[Any]:
-        """The step's inputs as gradio_client takes them: state slots left out (it fills them)."""
+        """The step's inputs as gradio_client takes them: state slots left out (it fills them).
+        The chatbot goes with the meta tag on each file part, which Gradio 6 requires."""
         return [
-            values.get(i)
+            with_file_meta(values.get(i)) if i == self.chatbot_id else values.get(i)
             for i in step.inputs
             if not self.components.get(i, Component(i, "?")).is_state
         ]
@@ -202,6 +225,11 @@ class Page:
             step for step, dep in deps
             if step is not None and step.outputs and any(e == "load" for _, e in _targets(dep))
         )
+        listeners: dict[int, list[tuple[Step, ...]]] = {}
+        for step, dep in deps:
+            for comp_id, event in _targets(dep):
+                if event == "change" and step is not None and comp_id in components:
+                    listeners.setdefault(comp_id, []).append(tuple(_chain(step, deps)))
         return cls(
             version=version,
             protocol=protocol,
@@ -212,6 +240,7 @@ class Page:
             chain=tuple(chain),
             answer=answer,
             load_steps=loads,
+            listeners={k: tuple(v) for k, v in listeners.items()},
         )
 
 
@@ -236,6 +265,7 @@ def _step_and_dep(index: int, dep: dict[str, Any]) -> tuple[Step | None, dict[st
         generator=bool((dep.get("types") or {}).get("generator")),
         only_on_success=bool(dep.get("trigger_only_on_success")),
         name=str(dep.get("api_name") or ""),
+        parent=dep.get("trigger_after") if isinstance(dep.get("trigger_after"), int) else None,
     )
     return step, dep
 
@@ -247,17 +277,21 @@ def _chain(first: Step, deps: list[tuple[Step | None, dict[str, Any]]]) -> list[
     after it still run.
     """
     by_id = {dep.get("id", i): (step, dep) for i, (step, dep) in enumerate(deps)}
-    chain: list[Step] = [first]
+    chain: list[Step] = [replace(first, parent=None)]
     frontier: list[Any] = [first.fn_index]
     seen = {first.fn_index}
+    ran_as = {first.fn_index: first.fn_index}  # a JS-only step stands for the backend step before it
     while frontier:
         parent = frontier.pop(0)
         for dep_id, (step, dep) in sorted(by_id.items(), key=lambda kv: kv[0]):
             if dep.get("trigger_after") == parent and dep_id not in seen:
                 seen.add(dep_id)
                 frontier.append(dep_id)
-                if step is not None:
-                    chain.append(step)
+                if step is None:
+                    ran_as[dep_id] = ran_as[parent]
+                else:
+                    ran_as[dep_id] = dep_id
+                    chain.append(replace(step, parent=ran_as[parent]))
     return chain
 
 

@@ -21,7 +21,7 @@ from .conversation import JsonConversation, check_conversation, generate_session
 from .errors import ModelNotSupportedError
 from .events import StreamEvent
 from .messages import build_prompt, validate_messages
-from .options import own_url, parse_options
+from .options import check_model, own_url, parse_options
 from .target import DEFAULT_SPACE_URL
 
 StreamItem = str | StreamEvent | JsonConversation
@@ -73,6 +73,7 @@ class Qwen_Qwen_2_5M:
     @classmethod
     def get_model(cls, model: str | None) -> str:
         """Resolve an alias, or the default for an empty name; refuse anything else."""
+        model = check_model(model)
         if not model:
             return cls.default_model
         if model in cls.models:

@@ -15,6 +15,7 @@ while time is left.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -26,12 +27,13 @@ from typing import Any, TypeVar
 
 import anyio
 
-from . import bridge, session
+from . import bridge, ending, session
 from .conversation import JsonConversation
 from .deltas import DeltaTracker, Item, answer_text
 from .errors import (
     APIChangedError,
     QwenSpaceError,
+    SpaceAppError,
     SpaceRestartedError,
     SpaceTimeoutError,
     StreamInterruptedError,
@@ -92,46 +94,6 @@ class Clock:
         raise AssertionError("unreachable")
 
 
-async def _follow(
-    client: Any, router: bridge.Router | None, info: SpaceInfo, clock: Clock, step: Step, args: list[Any]
-) -> AsyncGenerator[bridge.JobEvent, None]:
-    """Submit one step and yield its events, with deadlines; cancel it if we leave early."""
-    page, url, session_hash = info.page, info.target.url, client.session_hash
-    skipped = page.skipped_outputs(step)
-    kept = [i for i in step.inputs if not page.components[i].is_state]
-    sent = args[kept.index(page.chatbot_id)] if page.chatbot_id in kept else None
-    follower = bridge.JobFollower(
-        url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
-        accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
-    )
-    if router is not None:
-        router.follower = follower
-    try:
-        job = bridge.submit(client, follower, step.fn_index, *args, tapped=router is not None)
-    except Exception as exc:
-        raise translate(exc, url) from None
-    events = follower.events() if router is not None else bridge.follow_job_public(job, skipped, url)
-    try:
-        while True:
-            try:
-                event = await clock.bounded(events.__anext__())
-            except StopAsyncIteration:
-                return
-            done = isinstance(event, bridge.Completed)
-            follower.finished = follower.finished or done
-            follower.succeeded = follower.succeeded or done
-            yield event
-            if done:
-                return
-    finally:
-        await events.aclose()
-        if not follower.succeeded and step.generator:
-            session.remember_unfinished(url, session_hash, follower.current)
-        if not follower.finished:
-            client.left_unfinished = True
-            await bridge.cancel_job(job)
-
-
 def _user_side(entry: Any) -> Any:
     user = entry[0] if isinstance(entry, list | tuple) and len(entry) == 2 else entry
     return user.get("text", user.get("content")) if isinstance(user, dict) else user
@@ -171,7 +133,7 @@ async def _retrying(clock: Clock, attempt_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 class Turn:
-    """The state of one running turn: its page, its store of values, its client."""
+    """The state of one running turn: its page, its store of values, its client, what it left."""
 
     def __init__(self, conversation: JsonConversation, info: SpaceInfo, clock: Clock) -> None:
         self.conversation = conversation
@@ -181,6 +143,9 @@ class Turn:
         self.values = self._restore()
         self.client: Any = None
         self.router: bridge.Router | None = None
+        self.unfinished: list[Any] = []  # jobs left before their end: the ending cancels them
+        self.last_outputs: list[Any] | None = None  # the answer step's outputs as last streamed
+        self.ending: ending.Ending | None = None
 
     def _restore(self) -> dict[int, Any]:
         page, conv = self.page, self.conversation
@@ -199,24 +164,138 @@ class Turn:
         page = self.page
         self.conversation.chatbot = self.values.get(page.chatbot_id) or []
         reads = {i for step in page.chain for i in step.inputs}
+        reads |= {i for chains in page.listeners.values() for chain in chains for step in chain for i in step.inputs}
         self.conversation.values = {
             str(i): self.values.get(i)
             for i in sorted(reads)
-            if i not in (page.input_id, page.chatbot_id) and not page.components[i].is_state
+            if i in page.components and i not in (page.input_id, page.chatbot_id) and not page.components[i].is_state
         }
         self.conversation.app_id = self.info.app_id
 
-    async def run_step(self, step: Step) -> list[Any]:
+    async def follow(self, step: Step, trigger_id: int | None) -> AsyncGenerator[bridge.JobEvent, None]:
+        """Submit one step as the page does and yield its events, within the deadlines.
+
+        Left before its end (break, cancel, deadline, error), the step's job is handed to the
+        turn's ending, which cancels it on the Space in the background: the caller is never held.
+        """
+        page, url, client, router = self.page, self.info.target.url, self.client, self.router
+        session_hash = client.session_hash
+        skipped = page.skipped_outputs(step)
+        args = page.args(step, self.values)
+        sent = self.values.get(page.chatbot_id) if page.chatbot_id in step.inputs else None
+        follower = bridge.JobFollower(
+            url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
+            accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
+        )
+        if router is not None:
+            router.follower = follower
+        try:
+            job = bridge.submit(
+                client, follower, step.fn_index, page.wire_data(step, self.values), args, trigger_id,
+                queued=step.queued, tapped=router is not None,
+            )
+        except Exception as exc:
+            raise translate(exc, url) from None
+        public = step.queued and router is None
+        events = bridge.follow_job_public(job, skipped, url) if public else follower.events()
+        try:
+            while True:
+                try:
+                    event = await self.clock.bounded(events.__anext__())
+                except StopAsyncIteration:
+                    return
+                done = isinstance(event, bridge.Completed)
+                follower.finished = follower.finished or done
+                follower.succeeded = follower.succeeded or done
+                if isinstance(event, bridge.Output) and step is page.answer_step:
+                    self.last_outputs = event.data
+                yield event
+                if done:
+                    return
+        finally:
+            await events.aclose()
+            if follower.current is not None and step is page.answer_step:
+                self.last_outputs = list(follower.current)
+            if not follower.succeeded and step.generator:
+                session.remember_unfinished(url, session_hash, follower.current)
+            if not follower.finished:
+                client.left_unfinished = True
+                self.unfinished.append(job)
+
+    async def run_step(self, step: Step, trigger_id: int | None) -> list[Any]:
         """Run one step that is not the answer to completion; its outputs, in wire order."""
-        follow = _follow(self.client, self.router, self.info, self.clock, step, self.page.args(step, self.values))
-        async with aclosing(follow):
+        before = dict(self.values)
+        async with aclosing(self.follow(step, trigger_id)) as follow:
             async for event in follow:
                 if isinstance(event, bridge.Completed):
                     self.page.apply(step, self.values, event.data)
+                    await self.run_listeners(step, before)
                     return event.data
         raise StreamInterruptedError(
             f"The Space at {self.info.target.url} ended a step without a result. Retry the request."
         )
+
+    async def run_listeners(self, step: Step, before: dict[int, Any], depth: int = 0) -> None:
+        """Run the `.change` steps that `step`'s outputs fired, as the browser runs them: a
+        component whose value a step changed triggers its change listeners (and their chains)."""
+        if depth > LISTENER_DEPTH:
+            return
+        for comp_id in self.page.changed(step, before, self.values):
+            for chain in self.page.listeners[comp_id]:
+                await _retrying(self.clock, partial(self.run_tree, chain, comp_id, depth + 1))
+
+    async def run_tree(self, chain: tuple[Step, ...], trigger_id: int | None, depth: int = 0) -> None:
+        """Run a chain that streams no answer: each step once its parent ran, `.success` steps
+        only after a parent that succeeded (`only_on_success`), as the page runs a chain."""
+        outcomes: dict[int, bool] = {}
+        for step in chain:
+            if not _runs(step, outcomes):
+                continue
+            before = dict(self.values)
+            async with aclosing(self.follow(step, trigger_id)) as follow:
+                async for event in follow:
+                    if isinstance(event, bridge.Completed):
+                        self.page.apply(step, self.values, event.data)
+            outcomes[step.fn_index] = True
+            await self.run_listeners(step, before, depth)
+
+    async def run_after(self, outcomes: dict[int, bool], trigger_id: int | None) -> None:
+        """The steps after the answer that the page runs (re-enabling the input, saving history).
+
+        The answer is over, so a failure here is logged, not raised; each step is bounded.
+        """
+        page = self.page
+        for step in page.chain[page.answer + 1 :]:
+            if not _runs(step, outcomes):
+                continue
+            try:
+                with anyio.fail_after(TRAILING_STEP_LIMIT):
+                    await self.run_step(step, trigger_id)
+                outcomes[step.fn_index] = True
+                self.record()
+            except (QwenSpaceError, TimeoutError) as exc:
+                outcomes[step.fn_index] = False
+                log.warning("the step after the answer (fn %d) failed: %s", step.fn_index, exc)
+
+    def keep_partial(self) -> None:
+        """After an answer that did not complete, the page's chatbot keeps what it last showed,
+        and the next turn sends that back: so does the conversation."""
+        if self.last_outputs is not None:
+            self.page.apply(self.page.answer_step, self.values, self.last_outputs)
+        self.record()
+
+
+LISTENER_DEPTH = 3  # change listeners that fire change listeners: bounded, a page never loops us
+
+
+def _runs(step: Step, outcomes: dict[int, bool]) -> bool:
+    """Whether the page runs `step` given how the steps before it ended: a trigger always, a
+    `.then` step after its parent ran, a `.success` step only after its parent succeeded."""
+    if step.parent is None:
+        return True
+    if step.parent not in outcomes:
+        return False
+    return outcomes[step.parent] or not step.only_on_success
 
 
 async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
@@ -245,26 +324,32 @@ async def _run_chain(
     turn.values[page.input_id] = page.user_value(prompt, await _upload(turn, opts))
     if fresh:
         for step in page.load_steps:
-            await _retrying(clock, partial(turn.run_step, step))
+            await _retrying(clock, partial(turn.run_step, step, None))
+    trigger = page.input_id  # the page sends the submitting input's id with every step of its chain
+    outcomes: dict[int, bool] = {}
     for index, step in enumerate(page.chain[: page.answer]):
-        await _retrying(clock, partial(turn.run_step, step))
+        if not _runs(step, outcomes):
+            continue
+        await _retrying(clock, partial(turn.run_step, step, trigger))
+        outcomes[step.fn_index] = True
         if index == 0:
             # The Space now holds the user's message in this session: record it, so a retry
             # after a failure below continues the conversation instead of starting it again.
             turn.record()
             conv.message_count = message_count
     answer = page.answer_step
+    if not _runs(answer, outcomes):
+        raise APIChangedError("The Space's page skipped its answer step; update qwen_space_adapter.")
     if page.answer == 0:
         conv.message_count = message_count
-    args = page.args(answer, turn.values)
     streamed = False
+    before = dict(turn.values)
 
     async def answer_events() -> AsyncGenerator[bridge.JobEvent, None]:
         # Retries are only safe until the first update: after that, text reached the caller.
         for attempt in range(opts.max_retries + 1):
             try:
-                follow = _follow(turn.client, turn.router, turn.info, clock, answer, args)
-                async with aclosing(follow):
+                async with aclosing(turn.follow(answer, trigger)) as follow:
                     async for event in follow:
                         yield event
                 return
@@ -273,51 +358,76 @@ async def _run_chain(
                     raise
                 await _backoff(clock, attempt, exc)
 
-    async with aclosing(answer_events()) as events:
-        async for event in events:
-            if isinstance(event, bridge.Queued):
-                yield QueueStatus(event.position, event.queue_size, event.eta)
-                continue
-            streamed = True
-            final = isinstance(event, bridge.Completed)
-            chatbot = page.chatbot_of(answer, event.data)
-            if final:
-                page.apply(answer, turn.values, event.data)
-                turn.record()
-            if chatbot is None:
-                continue
-            for item in tracker.feed(answer_text(chatbot), final=final):
-                if isinstance(item, str):
-                    clock.text_started = True
-                yield item
-            clock.last_update = time.monotonic()
-    for step in page.chain[page.answer + 1 :]:
-        # Steps after the answer (re-enabling the input, saving history) run as the page runs
-        # them; the answer is complete, so a failure here is logged, not raised.
-        try:
-            with anyio.fail_after(TRAILING_STEP_LIMIT):
-                await turn.run_step(step)
-            turn.record()
-        except (QwenSpaceError, TimeoutError) as exc:
-            log.warning("the step after the answer (fn %d) failed: %s", step.fn_index, exc)
+    completed = kept = False
+    try:
+        async with aclosing(answer_events()) as events:
+            async for event in events:
+                if isinstance(event, bridge.Queued):
+                    yield QueueStatus(event.position, event.queue_size, event.eta)
+                    continue
+                streamed = True
+                final = isinstance(event, bridge.Completed)
+                chatbot = page.chatbot_of(answer, event.data)
+                if final:
+                    if not tracker.emitted and not _holds_message(chatbot, prompt):
+                        # The step that answers did not see this turn's message: the page held
+                        # is not the page served. Never an empty answer: read the page again.
+                        raise _StaleConfig("The Space's answer step did not receive the message.")
+                    page.apply(answer, turn.values, event.data)
+                    turn.record()
+                    completed = True
+                if chatbot is None:
+                    continue
+                for item in tracker.feed(answer_text(chatbot), final=final):
+                    if isinstance(item, str):
+                        clock.text_started = True
+                    yield item
+                clock.last_update = time.monotonic()
+    except SpaceAppError:
+        # The Space's own error: the page keeps the partial answer and still runs the `.then`
+        # steps after the failed one (only `.success` steps are skipped).
+        turn.keep_partial()
+        kept = True
+        outcomes[answer.fn_index] = False
+        await turn.run_after(outcomes, trigger)
+        raise
+    finally:
+        if not completed and not kept:
+            turn.keep_partial()
+    outcomes[answer.fn_index] = True
+    await turn.run_listeners(answer, before)
+    await turn.run_after(outcomes, trigger)
+
+
+def _holds_message(chatbot: Any, prompt: str) -> bool:
+    """Whether a chatbot value holds `prompt` (the user's message of this turn) anywhere."""
+    needle = json.dumps(prompt.strip(), ensure_ascii=False)[1:-1][:200]
+    return not needle or needle in json.dumps(chatbot, ensure_ascii=False, default=str)
 
 
 async def run_turn(
     conversation: JsonConversation, prompt: str, opts: RequestOptions, message_count: int
 ) -> AsyncGenerator[Item | QueueStatus, None]:
-    """Send `prompt` in `conversation`'s session and yield answer deltas and status events."""
+    """Send `prompt` in `conversation`'s session and yield answer deltas and status events.
+
+    The session's gate is opened by the turn's ending (`ending.end_turn`), which runs in the
+    background once the caller is done: the next turn of the conversation waits for it.
+    """
     clock = Clock(opts, time.monotonic())
     target = opts.target
     gate = session.gate(target.url, conversation.session_hash)
     await clock.bounded(gate.acquire())
     tracker = DeltaTracker()
+    turn: Turn | None = None
+    before = _state(conversation)
     try:
         info = await _retrying(clock, lambda: session.space_info(target, opts.connect_timeout))
         conversation.space = target.url
         healed = False
         while True:
+            turn = Turn(conversation, info, clock)
             try:
-                attempt = _attempt(conversation, prompt, opts, message_count, info, clock, tracker)
+                attempt = _attempt(turn, prompt, opts, message_count, tracker)
                 async with aclosing(attempt):
                     async for item in attempt:
                         yield item
@@ -329,8 +439,12 @@ async def run_turn(
                 healed = True
                 log.info("the Space's page no longer fits (%s); reading its config again", type(exc).__name__)
                 old = info
+                if turn.ending is not None:
+                    # The attempt's client must be over (its reader ended) before another opens.
+                    await clock.bounded(turn.ending.wait())
+                _restore_state(conversation, before)  # what the other page's steps gave is not kept
                 info = await _retrying(clock, partial(session.space_info, target, opts.connect_timeout, stale=old))
-                if info.app_id == old.app_id and isinstance(exc, _StaleConfig):
+                if info.app_id == old.app_id and isinstance(exc, _StaleConfig) and exc.restart:
                     raise _restarted(target.url) from None  # it said it changed, yet it did not
     except QwenSpaceError as exc:
         exc.partial_text = tracker.emitted
@@ -342,39 +456,60 @@ async def run_turn(
         err.partial_text = tracker.emitted
         raise err from exc
     finally:
-        gate.release()
+        last = turn.ending if turn is not None else None
+        if last is not None:
+            last.then(gate.release)
+        else:
+            gate.release()
 
 
 async def _attempt(
-    conversation: JsonConversation, prompt: str, opts: RequestOptions, message_count: int,
-    info: SpaceInfo, clock: Clock, tracker: DeltaTracker,
+    turn: Turn, prompt: str, opts: RequestOptions, message_count: int, tracker: DeltaTracker,
 ) -> AsyncGenerator[Item | QueueStatus, None]:
-    """One run of the chain on a client of its own, ended (reader included) before returning."""
-    turn = Turn(conversation, info, clock)
+    """One run of the chain on a client of its own, whose ending is started before returning."""
+    conversation, info, clock = turn.conversation, turn.info, turn.clock
     turn.client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
     try:
+        # The Space's page is only the one this process holds while its app is the one that
+        # served it: one small request tells, before any step runs (a step of another page
+        # would run whatever now sits at its fn index). A conversation with history also needs
+        # the app that holds it.
+        live = await clock.bounded(bridge.in_daemon_thread(session.live_app_id, turn.client))
+        if live is not None and live != info.app_id:
+            raise _StaleConfig("The Space restarted since this process read its page.", restart=True)
         recorded = getattr(conversation, "app_id", None)
-        if recorded is not None and _has_history(conversation):
-            # The Space keeps a conversation's history in its app's memory: a restart loses it.
-            # One small request tells whether the app is still the one this conversation used.
-            live = await clock.bounded(
-                bridge.in_daemon_thread(session.live_app_id, turn.client)
-            )
-            if live is not None and live != info.app_id:
-                raise _StaleConfig("The Space restarted since this process read its page.")
-            if recorded != info.app_id:
-                raise _restarted(info.target.url)
+        if recorded is not None and _has_history(conversation) and recorded != info.app_id:
+            raise _restarted(info.target.url)
         turn.router = bridge.install_tap(turn.client)
         chain = _run_chain(turn, prompt, opts, message_count, tracker)
         async with aclosing(chain):
             async for item in chain:
                 yield item
     finally:
-        await session.end_client(turn.client, cancelled=turn.client.left_unfinished)
+        if turn.router is not None:
+            turn.router.follower = None
+        turn.ending = ending.end_turn(turn.client, turn.unfinished)
 
 
 class _StaleConfig(APIChangedError):
     """The Space's app is not the one whose page this process holds: read the page again."""
+
+    def __init__(self, message: str, restart: bool = False) -> None:
+        super().__init__(message)
+        self.restart = restart  # the Space said its app changed (a new app id)
+
+
+_STATE = ("chatbot", "values", "message_count", "app_id")
+
+
+def _state(conversation: JsonConversation) -> dict[str, Any]:
+    # References suffice: a turn replaces these values, it never changes them in place.
+    return {name: getattr(conversation, name, None) for name in _STATE}
+
+
+def _restore_state(conversation: JsonConversation, state: dict[str, Any]) -> None:
+    for name, value in state.items():
+        setattr(conversation, name, value)
 
 
 def _has_history(conversation: JsonConversation) -> bool:

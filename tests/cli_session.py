@@ -1,6 +1,7 @@
 """Drive the `qwen-space` CLI as a person does: on a pseudo-terminal, or with `--json` on pipes.
 
-Also `wait_for_generation`, for code that shows nothing while it waits (`ask()`): the replica does.
+Also `wait_for_generation`, for code that shows nothing while it waits (`ask()`): the replica does;
+and `started` / `interrupt`, the one way the tests start a program, press Ctrl-C and see it stop.
 
 Synchronisation is always on something the CLI printed (a prompt, a JSON event, a status text),
 with a deadline, never on sleeps. Every failure message carries what the CLI wrote to stderr.
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 CLI = [sys.executable, "-m", "qwen_space_adapter"]
@@ -190,3 +193,32 @@ def wait_for_generation(replica, marker: str, timeout: float = 30) -> None:
             return
         time.sleep(0.05)  # polling the replica's observable state, with a deadline
     raise AssertionError(f"the replica never started generating for {marker!r}")
+
+
+@contextmanager
+def started(args: list[str], **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """`args` as a subprocess with text pipes; killed and reaped on the way out, whatever happened,
+    so a failing test leaves no process behind."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    proc = subprocess.Popen(args, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def interrupt(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str]:
+    """Ctrl-C (SIGINT) to `proc`, then its exit status and the rest of its stdout and stderr.
+
+    Fails, with what it wrote to stderr, if it is still running `timeout` seconds later: a program
+    that ignores Ctrl-C is the bug these tests look for."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"still running {timeout} s after Ctrl-C; its stderr:\n{err}") from None
+    return proc.returncode, out or "", err or ""

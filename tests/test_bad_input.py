@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 
 import pytest
 
@@ -121,19 +122,21 @@ def bad_calls(f):
 
 
 def test_every_bad_call_is_refused_before_any_request(files, mocker):
-    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    # "Before any request" means before any work that could lead to one: no connection, no name
+    # lookup, and no thread started (the adapter runs its blocking requests on threads, so a check
+    # made after starting the config fetch would pass a connect-only test by luck of timing).
     cases = bad_calls(files)
-    assert len(cases) >= 25
-    refused = []
+    assert len(cases) >= 25 and len({name for name, *_ in cases}) == len(cases)
+    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    lookup = mocker.patch.object(socket, "getaddrinfo", side_effect=AssertionError("name looked up"))
+    thread = mocker.patch.object(threading.Thread, "start", side_effect=AssertionError("thread started"))
     for name, kwargs, error, words in cases:
         call = {"model": "qwen-2.5-1m", "messages": OK, "space": URL, **kwargs}
         with pytest.raises(error) as info:
             Qwen_Qwen_2_5M.create_async_generator(**call)
         assert isinstance(info.value, QwenSpaceError) and isinstance(info.value, ValueError), name
         assert words in str(info.value), (name, str(info.value))
-        refused.append(name)
-    assert connect.call_count == 0
-    assert len(refused) == len(cases)
+    assert (connect.call_count, lookup.call_count, thread.call_count) == (0, 0, 0)
 
 
 @pytest.fixture
@@ -230,3 +233,98 @@ def test_space_ids_map_to_their_direct_url(monkeypatch):
 def test_proxy_is_passed_to_every_request():
     kwargs = parse_options("http://proxy.local:3128", {"space": URL}).target.client_kwargs()
     assert kwargs["httpx_kwargs"]["proxy"] == "http://proxy.local:3128"
+
+
+# --- issue 19, item 12: more bad input, refused at the call as InvalidRequestError -----------
+
+CONV = {"session_hash": "abcdef123456"}
+
+
+def issue19_bad_calls():
+    """(name, kwargs for create_async_generator, words the message must contain)."""
+    return [
+        ("space with an unclosed IPv6 bracket", {"space": "http://[::1"}, "not a valid URL"),
+        ("proxy with an unclosed IPv6 bracket", {"proxy": "http://[::1"}, "proxy is not a valid URL"),
+        ("proxy with a password and a bad host", {"proxy": "http://user:s3cret@[::1"}, "proxy is not a valid URL"),
+        ("model a list", {"model": ["x"]}, "model must be a model name"),
+        ("model a dict", {"model": {"name": "qwen-2.5-1m"}}, "model must be a model name"),
+        ("model an empty list", {"model": []}, "model must be a model name"),
+        ("model a number", {"model": 3}, "model must be a model name"),
+        ("conversation values a list", {"conversation": {**CONV, "values": ["x"]}}, "conversation.values"),
+        ("conversation values a string", {"conversation": {**CONV, "values": "x"}}, "conversation.values"),
+        ("conversation chatbot of strings", {"conversation": {**CONV, "chatbot": ["hi", "there"]}},
+         "conversation.chatbot[0]"),
+        ("conversation chatbot of triples", {"conversation": {**CONV, "chatbot": [["a", "b", "c"]]}},
+         "not a [user, bot] pair"),
+        ("conversation chatbot mixing pairs and messages",
+         {"conversation": {**CONV, "chatbot": [["a", "b"], {"role": "user", "content": "c"}]}},
+         "conversation.chatbot[1]"),
+        ("conversation chatbot messages without a role",
+         {"conversation": {**CONV, "chatbot": [{"content": "c"}]}}, "without a role"),
+        ("conversation app_id a list", {"conversation": {**CONV, "app_id": [1]}}, "conversation.app_id"),
+        ("conversation app_id a bool", {"conversation": {**CONV, "app_id": True}}, "conversation.app_id"),
+        ("conversation model a list", {"conversation": {**CONV, "model": ["x"]}}, "conversation.model"),
+        ("conversation space an unparseable URL", {"conversation": {**CONV, "space": "http://[::1"}},
+         "conversation.space"),
+        ("conversation with a dunder key", {"conversation": {**CONV, "__class__": "x"}}, "'__class__'"),
+        ("conversation with a private key", {"conversation": {**CONV, "_secret": 1}}, "'_secret'"),
+        ("conversation replacing a method", {"conversation": {**CONV, "get_dict": 1}}, "'get_dict'"),
+        ("conversation with a key that is not a name", {"conversation": {**CONV, 5: 1}}, "attribute names"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "words"), issue19_bad_calls(), ids=[c[0] for c in issue19_bad_calls()])
+def test_issue19_bad_calls_are_refused_before_any_socket(mocker, name, kwargs, words):
+    connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
+    created = mocker.spy(socket.socket, "__init__")
+    call = {"model": "qwen-2.5-1m", "messages": OK, "space": URL, **kwargs}
+    if "conversation" in kwargs and "space" not in kwargs["conversation"]:
+        call["space"] = URL
+    with pytest.raises(InvalidRequestError) as info:
+        Qwen_Qwen_2_5M.create_async_generator(**call)
+    assert words in str(info.value), str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert connect.call_count == 0 and created.call_count == 0
+
+
+@pytest.mark.parametrize("key", ["__class__", "__dict__", "__init__", "_private", "get_dict", "from_dict", 7])
+def test_from_dict_refuses_keys_that_are_not_data(key):
+    data = {**CONV, key: {"evil": True}}
+    with pytest.raises(InvalidRequestError):
+        JsonConversation.from_dict(data)
+    with pytest.raises(InvalidRequestError):
+        JsonConversation(**{str(key): 1}) if isinstance(key, str) else JsonConversation.from_dict({key: 1})
+
+
+def test_good_conversations_still_pass():
+    from qwen_space_adapter.conversation import check_conversation
+
+    pairs = {**CONV, "chatbot": [[{"text": "q"}, [{"text": "a"}, None]], [None, "b"]], "values": {"3": 1},
+             "app_id": 123, "model": "qwen-2.5-1m"}
+    messages = {**CONV, "chatbot": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                "app_id": "abc"}
+    for data in (pairs, messages):
+        conv = check_conversation(data)
+        assert conv is not None and conv.chatbot == data["chatbot"]
+        assert JsonConversation.from_dict(conv.get_dict()) == conv
+
+
+def test_chatbot_of_the_other_format_is_refused_for_a_page():
+    from qwen_space_adapter.conversation import check_chatbot_format
+
+    check_chatbot_format([["q", "a"]], messages_format=False)
+    check_chatbot_format([{"role": "user", "content": "q"}], messages_format=True)
+    with pytest.raises(InvalidRequestError, match="role/content messages"):
+        check_chatbot_format([["q", "a"]], messages_format=True)
+    with pytest.raises(InvalidRequestError, match=r"\[user, bot\] pairs"):
+        check_chatbot_format([{"role": "user", "content": "q"}], messages_format=False)
+
+
+def test_an_adapter_bug_is_not_retryable():
+    from qwen_space_adapter import AdapterBugError
+    from qwen_space_adapter.failures import translate
+
+    err = translate(AttributeError("'list' object has no attribute 'items'"), URL)
+    assert type(err) is AdapterBugError and err.retryable is False
+    assert AdapterBugError("x").retryable is False
+    assert "Retrying may work" not in str(err)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 
 import pytest
-from cli_session import CLI, PtySession
+from cli_session import CLI, PtySession, interrupt, started
 
 
 def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -110,21 +109,11 @@ def test_interactive_keeps_the_conversation_and_clear_resets_it(qwen_replica):
 
 def test_ctrl_c_cancels_the_answer_on_the_space(qwen_replica):
     before = qwen_replica.wait_idle(15)["cancelled"]
-    proc = subprocess.Popen(
-        [*CLI, "chat", "--space", qwen_replica.url, "long [[tokens=3000]] [[delay=0.01]]"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout.read(5) == "You s"  # the answer is streaming
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=15)
-        stderr = proc.stderr.read()
-        assert code == 130, stderr
-        assert "interrupted; the answer was cancelled on the Space." in stderr, stderr
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with started([*CLI, "chat", "--space", qwen_replica.url, "long [[tokens=3000]] [[delay=0.01]]"]) as proc:
+        assert proc.stdout is not None and proc.stdout.read(5) == "You s"  # the answer is streaming
+        code, _, stderr = interrupt(proc, timeout=15)
+    assert code == 130, stderr
+    assert "interrupted; the answer was cancelled on the Space." in stderr, stderr
     stats = qwen_replica.wait_idle(15)
     assert stats["active"] == 0 and stats["cancelled"] == before + 1
 

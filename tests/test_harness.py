@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from qwen_space_adapter import bridge, provider, turn
+from qwen_space_adapter import ending, provider, session, turn
 from qwen_space_adapter.conversation import generate_session_hash
 from qwen_space_adapter.deltas import DeltaTracker
 from qwen_space_adapter.errors import InvalidRequestError, ReplicaError
@@ -193,8 +193,9 @@ def _lenient_validate(real: Any) -> Any:
     return validate
 
 
-async def _no_cancel(job: Any) -> None:
-    """An adapter bug: leaving a stream early does not cancel the job on the Space."""
+def _no_cancel(client: Any, jobs: list[Any]) -> None:
+    """An adapter bug: leaving a stream early neither cancels the job nor ends its stream."""
+    session.close_client(client, wait=False)
 
 
 BROKEN: dict[str, Any] = {
@@ -215,7 +216,7 @@ BROKEN: dict[str, Any] = {
         provider, "parse_options",
         lambda *a, real=provider.parse_options, **k: dataclasses.replace(real(*a, **k), files=()),
     ),
-    "cancel": lambda mp: mp.setattr(bridge, "cancel_job", _no_cancel),
+    "cancel": lambda mp: mp.setattr(ending, "end_client", _no_cancel),
     "bad-input": lambda mp: mp.setattr(
         provider, "validate_messages", _lenient_validate(provider.validate_messages)
     ),

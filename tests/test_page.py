@@ -2,7 +2,8 @@
 
 The configs in tests/fixtures/pages/ were fetched from running replicas: the hand-made one and
 Qwen-Agent's unmodified `WebUI` in its Gradio 4 (0.0.11) and Gradio 5 (0.0.34) releases, with
-one agent, two agents, and two agents with @-mentions.
+one agent, two agents, and two agents with @-mentions; and on Gradio 6.31, the gradio6 flavor
+(Gradio's own multimodal `gr.ChatInterface`) and the Blocks chat of `tests/apps/gradio6_blocks.py`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ LAYOUTS = [
     ("qwen-agent-0.0.11-2agents-mention", "4.44.0", "modelscopemultimodalinput", [1, 2, 3, 4], 3),
     ("qwen-agent-0.0.34-1agent", "5.23.1", "modelscopelegacymultimodalinput", [0, 1, 2], 1),
     ("qwen-agent-0.0.34-2agents", "5.23.1", "modelscopelegacymultimodalinput", [1, 2, 3], 2),
+    # clear+save the textbox, append the message, (.success: swap the buttons), the answer,
+    # copy the chatbot into the history state, (.then: restore the buttons), re-enable, save
+    ("gradio6-chatinterface", "6.31.0", "multimodaltextbox", [0, 1, 14, 2, 3, 16, 4, 5], 2),
 ]
 
 
@@ -46,11 +50,43 @@ def test_each_layout_runs_its_submit_chain_to_the_answer(name, version, input_ty
     assert page.chain[0].outputs[0] == page.input_id  # the submit step clears the input
 
 
+def test_the_hand_replica_runs_add_text_unqueued_as_the_wire_evidence_shows():
+    add_text, predict = Page.from_config(config("hand-gradio4")).chain
+    assert not add_text.queued and predict.queued and predict.generator
+
+
 def test_qwen_agent_runs_add_text_unqueued_and_re_enables_the_input_after():
     page = Page.from_config(config("qwen-agent-0.0.11-2agents"))
     add_text, agent_run, flushed = page.chain
     assert not add_text.queued and agent_run.queued and agent_run.generator
     assert flushed.inputs == () and flushed.outputs == (page.input_id,)
+
+
+def test_gradio_6_chat_interface_takes_its_history_from_the_chatbot_the_client_sends():
+    page = Page.from_config(config("gradio6-chatinterface"))
+    steps = {s.fn_index: s for s in page.chain}
+    assert [s.fn_index for s in page.chain if s.queued] == [2, 4], "the rest run unqueued, as the page runs them"
+    assert steps[14].only_on_success and not steps[16].only_on_success
+    answer, sync = steps[2], steps[3]
+    assert page.chatbot_id not in answer.inputs, "the answer reads ChatInterface's history state"
+    assert sync.inputs == (page.chatbot_id,) and page.types(sync.outputs) == ("state", "state")
+    assert page.args(sync, {**page.initial_values(), page.chatbot_id: ["held"]}) == [["held"]]
+    assert page.user_value("hi", ["f"]) == {"text": "hi", "files": ["f"]}
+    assert page.initial_values()[page.input_id] == {"text": "", "files": []}
+    assert page.messages_format, "Gradio 6 has no chatbot `type` prop: messages only"
+
+
+def test_a_gradio_6_blocks_chat_runs_its_chain_with_the_chatbot_as_history():
+    page = Page.from_config(config("gradio6-blocks"))
+    assert page.version == "6.31.0" and page.input_type == "multimodaltextbox" and page.multimodal
+    add, bot, enable = page.chain
+    assert page.answer_step is bot and bot.generator and bot.inputs == (page.chatbot_id,)
+    assert add.outputs == (page.chatbot_id, page.input_id) and enable.outputs == (page.input_id,)
+    values = page.initial_values()
+    values[page.input_id] = page.user_value("hi", [])
+    page.apply(add, values, [[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                             {"__type__": "update", "value": None, "interactive": False}])
+    assert values[page.input_id] is None and page.args(bot, values) == [values[page.chatbot_id]]
 
 
 def test_inputs_the_adapter_does_not_fill_get_what_the_page_sends():
@@ -184,7 +220,9 @@ def _msg(text):
         ([[_msg("hi"), [None, None]]], None),  # slots made, nothing said yet
         ([[_msg("old"), ["Old answer", None]], [_msg("new"), ["Tool call", None]], [None, [None, "Answer"]]],
          "Tool call\n\nAnswer"),  # an answer in two parts, this turn only
-        (["hi", "Hello"] and [["hi", "Hello"]], "Hello"),  # Gradio tuples
+        ([["hi", "Hello"]], "Hello"),  # Gradio tuples
+        ([["hi", "Hello"], ["again", "Second"]], "Second"),  # tuples: this turn's pair only
+        ([["hi", "Hello"], ["again", None]], None),  # tuples: this turn not answered yet
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a1"},
           {"role": "assistant", "content": "a2"}], "a1\n\na2"),  # Gradio messages
     ],
@@ -193,7 +231,9 @@ def test_answer_text_reads_this_turns_bot_side(chatbot, expected):
     assert answer_text(chatbot) == expected
 
 
-@pytest.mark.parametrize("bad", [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]]])
+@pytest.mark.parametrize(
+    "bad", [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]], ["hi", "Hello"]],  # last: a bare pair
+)
 def test_answer_text_refuses_unknown_shapes(bad):
     with pytest.raises(APIChangedError):
         answer_text(bad)

@@ -1,7 +1,8 @@
-"""The pytest plugin from a separate project: the README's example file, with and without a target.
+"""The pytest plugin from a separate project: the docs' example file, with and without a target.
 
-The test file is taken from the README's "The pytest plugin in your own tests" section, so the
-documented example is the one that runs (a sync test and an async one with `@pytest.mark.anyio`).
+The test file is taken from the "The pytest plugin in your own tests" section of the harness guide
+(docs/guide/harness.md), so the documented example is the one that runs (a sync test and an async one
+with `@pytest.mark.anyio`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "harness.md"
 
 
 def readme_example() -> str:
-    section = README.read_text().split("### The pytest plugin in your own tests", 1)[1]
+    section = GUIDE.read_text().split("## The pytest plugin in your own tests", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

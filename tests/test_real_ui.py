@@ -1,8 +1,10 @@
 """The adapter against every Space UI it supports, each served by its real code.
 
-The hand-made replica, and Qwen-Agent's unmodified `WebUI` in its Gradio 4 release (0.0.11: one
+The hand-made replica, Qwen-Agent's unmodified `WebUI` in its Gradio 4 release (0.0.11: one
 agent, two agents, two agents with @-mentions) and its Gradio 5 release (0.0.34: one and two
-agents). Each test runs on each layout; the replicas are shared by the session and started once.
+agents), and Gradio 6's own `gr.ChatInterface` (the gradio6 flavor: messages whose content is a list
+of typed parts, the history in the chatbot the client sends). Each test runs on each layout; the
+replicas are shared by the session and started once.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ LAYOUTS = {
     "qa11-2-mention": {"ui": "qwen-agent", "agents": 2, "mention": True},
     "qa34-1": {"ui": "qwen-agent==0.0.34"},
     "qa34-2": {"ui": "qwen-agent==0.0.34", "agents": 2},
+    "gradio6": {"ui": "gradio6"},
 }
-REAL_UI = [name for name in LAYOUTS if name != "hand"]
+REAL_UI = [name for name in LAYOUTS if name.startswith("qa")]  # Qwen-Agent's UI: tool calls, agents
 pytestmark = pytest.mark.anyio
 
 
@@ -108,7 +111,19 @@ async def test_with_two_agents_the_answering_slot_is_read(space):
     assert isinstance(bot, list) and len(bot) == 2 and sum(slot is not None for slot in bot) == 1
 
 
-async def test_cancel_then_continue_at_once_keeps_the_conversation(space):
+# Gradio 6's ChatInterface copies the client's chatbot into the history its model reads in a `.then`
+# step after the answer. The page runs `.then` steps after a cancelled step too (ChatInterface
+# relies on it to restore its submit button); the adapter stops the chain when the caller leaves,
+# so the next answer reads the history from before the cancelled turn. A turn-engine change
+# (issue 18, part 3); remove the mark when it lands (strict: it fails loudly once it passes).
+CANCEL_GAP = pytest.mark.xfail(
+    strict=True, reason="the adapter skips the chain's .then steps after a cancel (the page runs them)"
+)
+
+
+async def test_cancel_then_continue_at_once_keeps_the_conversation(space, request: pytest.FixtureRequest):
+    if request.node.callspec.params.get("space") == "gradio6":
+        request.applymarker(CANCEL_GAP)
     msgs = [{"role": "user", "content": "Start"}]
     _, _, conv = await ask(space, msgs)
     turn = 1

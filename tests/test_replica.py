@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 
 import httpx
 import pytest
+from cli_session import interrupt, started
 from gradio_client import Client
 
 PROMPT = "Hello, replica"
@@ -133,24 +133,15 @@ def test_replica_process_stops_with_its_group(qwen_replica_factory):
 
 
 def test_cli_replica_prints_url_and_stops_on_interrupt():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwen_space_adapter", "replica", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with started([sys.executable, "-m", "qwen_space_adapter", "replica", "--port", "0"]) as proc:
+        assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
         assert httpx.get(url + "/config", timeout=5).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(url + "/config", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code, _, stderr = interrupt(proc)
+    assert code == 0, stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/config", timeout=2)
 
 
 def test_replica_started_from_a_notebook_kernel_still_answers(monkeypatch, qwen_replica_factory):

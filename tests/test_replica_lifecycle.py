@@ -303,3 +303,58 @@ def test_the_hand_replica_runs_on_each_python(version: str) -> None:
         finally:
             client.close()
     assert final[0][1][0]["text"].startswith('You said: "hi".')
+
+
+# --- issue 19, item 13 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"port": "abc"}, "port must be an integer from 0 to 65535"),
+        ({"port": True}, "port must be an integer"),
+        ({"port": 70000}, "port must be an integer from 0 to 65535"),
+        ({"port": 8080.0}, "port must be an integer"),
+        ({"host": 127}, "host must be a host name"),
+        ({"token_delay": "fast"}, "token_delay must be a number"),
+        ({"agents": "2"}, "agents must be an integer"),
+        ({"mention": "yes"}, "mention must be True or False"),
+        ({"extra_args": "--x"}, "extra_args must be a list of strings"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_at_construction(options: dict[str, Any], words: str) -> None:
+    with pytest.raises(ReplicaError, match=words) as caught:
+        Replica(**options)
+    assert "\n" not in str(caught.value)
+    settings = ReplicaSettings(**options)  # a settings object built by hand: checked at construction too
+    with pytest.raises(ReplicaError, match=words):
+        Replica(settings)
+
+
+def _port_with_lingering_connection() -> int:
+    """A port whose server (listening with SO_REUSEADDR, as uvicorn does) is gone, while the
+    connection it closed first lingers in TIME_WAIT: the state a replica killed mid-answer leaves."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _ = listener.accept()
+    served.close()  # the server side closes first: its end goes to TIME_WAIT
+    assert client.recv(1) == b""  # the FIN arrived
+    client.close()
+    listener.close()
+    return int(port)
+
+
+def test_a_port_left_by_a_killed_server_can_be_used_again() -> None:
+    from qwen_space_adapter.replica.launcher import check_port
+
+    port = _port_with_lingering_connection()
+    check_port("127.0.0.1", port)  # used to raise "not free (Address already in use)" for ~60 s
+    with socket.socket() as other:  # and a port a server listens on is still refused
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(ReplicaError, match="is not free"):
+            check_port("127.0.0.1", other.getsockname()[1])

@@ -11,14 +11,13 @@ import itertools
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_session import interrupt, started
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -334,26 +333,20 @@ def test_a_cancelled_answer_stops_and_counts_as_cancelled(layout: tuple[Any, int
 
 
 def test_cli_serves_the_real_ui_until_interrupted() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwen_space_adapter", "replica", "--ui", "qwen-agent==0.0.34", "--agents", "2",
-         "--mention", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    args = [sys.executable, "-m", "qwen_space_adapter", "replica", "--ui", "qwen-agent==0.0.34", "--agents", "2",
+            "--mention", "--port", "0"]
+    with started(args) as proc:
+        assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
         config = httpx.get(url + "/config", timeout=10).json()
         assert config["version"] == "5.23.1"
         assert [d["api_name"] for d in config["dependencies"]][:5] == [
             "change_agent", "add_text", "add_mention", "agent_run", "flushed"]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(url + "/config", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code, _, stderr = interrupt(proc)
+    assert code == 0, stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/config", timeout=2)
 
 
 @ONE_PER_GRADIO

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import sys
 import threading
 
 import pytest
-from cli_session import wait_for_generation
+from cli_session import interrupt, started, wait_for_generation
 
 from qwen_space_adapter import InvalidRequestError, JsonConversation, Qwen_Qwen_2_5M, Reasoning
 
@@ -103,20 +101,13 @@ def test_ctrl_c_in_a_script_raises_keyboard_interrupt_and_cancels(qwen_replica, 
     script = tmp_path / "script.py"
     script.write_text(INTERRUPTED_SCRIPT)
     before = qwen_replica.wait_idle(15)["cancelled"]
-    proc = subprocess.Popen([sys.executable, str(script), qwen_replica.url, how],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started([sys.executable, str(script), qwen_replica.url, how]) as proc:
         if how == "ask":
             wait_for_generation(qwen_replica, "interrupt me (ask)")
         else:
-            assert proc.stdout.readline() == "thinking\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+            assert proc.stdout is not None and proc.stdout.readline() == "thinking\n"
+        code, out, err = interrupt(proc)
+    assert code == 0, err
     assert "KeyboardInterrupt\n" in out and "aclose()" not in err, err
     assert "threads left: []" in out, out
     stats = qwen_replica.wait_idle(15)

@@ -29,7 +29,7 @@ import anyio
 import httpx
 
 from ..conversation import JsonConversation
-from ..deltas import SUMMARY_MARKER, THINKING, bot_text
+from ..deltas import THINKING, bot_text, summary_start
 from ..errors import InvalidRequestError, QwenSpaceError
 from ..events import QueueStatus, Reasoning, Summary, TextRewritten
 from ..page import Page
@@ -103,7 +103,7 @@ class AnswerRun:
         full = self.final_chatbot_text
         if full is None:
             return None
-        cut = full.find(SUMMARY_MARKER)
+        cut = summary_start(full)
         return full if cut < 0 else full[:cut]
 
     @property
@@ -272,13 +272,13 @@ async def check_events(ctx: Context) -> tuple[str, dict[str, Any]]:
     problems = []
     if THINKING in run.text:
         problems.append(f"the {THINKING!r} placeholder is inside the answer text")
-    if SUMMARY_MARKER.strip() in run.text:
+    cut = summary_start(full)
+    if cut >= 0 and full[cut:].strip() in run.text:
         problems.append("the <summary> block is inside the answer text")
     if not reasoning:
         problems.append(f"no Reasoning event for the {THINKING!r} placeholder")
     elif "str" in kinds and kinds.index("Reasoning") > kinds.index("str"):
         problems.append("Reasoning came after the answer had started")
-    cut = full.find(SUMMARY_MARKER)
     if cut >= 0:
         if len(summaries) != 1:
             problems.append(f"the Space sent a summary block but the stream had {len(summaries)} Summary")

@@ -98,7 +98,7 @@ def _load_prompts(args: argparse.Namespace, directory: str) -> list[Any]:
     if args.prompts:
         if args.prompt_chars or args.document_chars:
             print("qwen-space: note: --prompts given; --prompt-chars / --document-chars ignored", file=sys.stderr)
-        return load_prompts(args.prompts)
+        return load_prompts(args.prompts, allow_outside=args.allow_files_outside_prompts_dir)
     try:
         lengths = [int(x) for x in (args.prompt_chars or "200").split(",") if x.strip()]
     except ValueError:
@@ -191,6 +191,9 @@ def _add_load(subparsers: Any) -> None:
     load.add_argument("--turns", type=int, default=1, help="turns per conversation (the history grows)")
     load.add_argument("--prompts", default=None, metavar="FILE",
                       help='JSONL, one {"prompt": "...", "files": ["doc.txt"]} per line, used in turn')
+    load.add_argument("--allow-files-outside-prompts-dir", action="store_true",
+                      help="let --prompts attach files outside the prompts file's folder (absolute paths, ../, "
+                           "symlinks out); every file is listed before a run against a Space not on this machine")
     load.add_argument("--prompt-chars", default=None, metavar="N,N",
                       help="generated prompts of these lengths in characters (default 200)")
     load.add_argument("--document-chars", type=int, default=0, metavar="N",

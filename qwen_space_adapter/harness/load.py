@@ -85,15 +85,19 @@ class Prompt:
     files: tuple[str, ...] = ()
 
 
-def load_prompts(path: str | os.PathLike[str]) -> list[Prompt]:
+def load_prompts(path: str | os.PathLike[str], *, allow_outside: bool = False) -> list[Prompt]:
     """Prompts from a JSONL file: one `{"prompt": "...", "files": ["doc.txt"]}` per line.
 
     Relative file paths are read relative to the JSONL file, so a prompt set can travel with
     its documents. Every file is checked once here, so a bad one stops the run before it starts.
+    A file outside the JSONL file's folder (an absolute path, `../`, a symlink out) is refused
+    unless `allow_outside` (`--allow-files-outside-prompts-dir`): a prompt set from elsewhere
+    must not be able to upload `~/.ssh/id_rsa` to a Space.
     """
     from ..options import check_file
 
     p = Path(path)
+    folder = p.parent.resolve()
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -112,7 +116,14 @@ def load_prompts(path: str | os.PathLike[str]) -> list[Prompt]:
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise InvalidRequestError(f"{p}:{number}: 'files' must be a list of paths.")
         resolved = tuple(str(f if Path(f).is_absolute() else p.parent / f) for f in files)
-        for f in resolved:
+        for given, f in zip(files, resolved, strict=True):
+            if not allow_outside and not Path(f).resolve().is_relative_to(folder):
+                raise InvalidRequestError(
+                    f"{p}:{number}: the file {given!r} is outside the prompt set's folder {str(folder)!r} "
+                    f"(it is {str(Path(f).resolve())!r}); a prompt set uploads only its own documents. Move "
+                    "the file next to the prompts file, or pass --allow-files-outside-prompts-dir "
+                    "(allow_outside=True) if you mean to upload it."
+                )
             check_file(f)
         prompts.append(Prompt(obj["prompt"], resolved))
     if not prompts:
@@ -528,7 +539,23 @@ def describe_plan(config: LoadConfig, levels: Sequence[float] | None = None) -> 
         lines.append(f"  - {len(p.text)} chars: {text!r}{files}")
     if len(config.prompts) > 3:
         lines.append(f"  - ... and {len(config.prompts) - 3} more")
+    uploads = upload_list(config.prompts)
+    if uploads:
+        # Every file, with its real path (symlinks and ../ resolved): nothing goes out unseen.
+        lines.append(f"Files it will upload ({len(uploads)}):")
+        lines += [f"  - {f} ({_size(f)})" for f in uploads]
+    else:
+        lines.append("Files it will upload: none.")
     return "\n".join(lines)
+
+
+def upload_list(prompts: Sequence[Prompt]) -> list[str]:
+    """Every distinct file the prompts attach, as its resolved absolute path, in first-use order."""
+    seen: dict[str, None] = {}
+    for prompt in prompts:
+        for f in prompt.files:
+            seen.setdefault(str(Path(f).resolve()), None)
+    return list(seen)
 
 
 def _size(path: str) -> str:
@@ -841,4 +868,5 @@ __all__ = [
     "parse_levels",
     "poisson_gaps",
     "run_load",
+    "upload_list",
 ]

@@ -6,7 +6,8 @@ It imports nothing from `qwen_space_adapter` except its siblings (`model.py`, `s
 `replay.py`) by path. The launcher checked its options before starting it.
 
 Component and event order are what `docs/space-api.md` reconstructs, because fn indices and
-payload shapes follow from them: fn 0 = clear, fn 1 = add_text, fn 2 = predict (chained).
+payload shapes follow from them: fn 0 = clear, fn 1 = add_text (unqueued, as the wire evidence's
+`/run/predict`), fn 2 = predict (chained, queued).
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def build(settings: argparse.Namespace) -> gr.Blocks:
         number = gr.Number(0, visible=False)
         clear = gr.Button("Clear History")
         clear.click(reset, [], [chatbot, task_history], queue=False)
+        # add_text is unqueued, as the wire evidence shows (the page POSTs it to /run/predict).
         query.submit(
-            add_text, [query, chatbot, task_history], [query, chatbot, task_history]
+            add_text, [query, chatbot, task_history], [query, chatbot, task_history], queue=False
         ).then(predict, [chatbot, task_history, number], [chatbot])
     limit = None if settings.concurrency_limit == 0 else settings.concurrency_limit
     demo.queue(max_size=settings.max_queue_size or None, default_concurrency_limit=limit)

@@ -135,8 +135,8 @@ def ensure_env(flavor: Flavor = HAND, *, python: str | None = None, quiet: bool 
         if flavor.real_ui:
             installed = _install_release(flavor, py, env)
         else:
-            _run([py, *PIP, "-r", str(REQUIREMENTS)], flavor, env, "install")
-            installed = REQUIREMENTS.read_text()
+            _run([py, *PIP, "-r", str(flavor.requirements)], flavor, env, "install")
+            installed = flavor.requirements.read_text()
         _check_import(flavor, py, env)
         seconds = time.monotonic() - began
         marker.write_text(f"# built with Python {version} in {seconds:.0f} s\n{installed}")
@@ -166,7 +166,7 @@ def _install_release(flavor: Flavor, py: str, env: Path) -> str:
 def _check_import(flavor: Flavor, py: str, env: Path) -> None:
     """Prove the app's imports work before the environment is marked ready."""
     code = ("from qwen_agent.gui.web_ui import WebUI; from qwen_agent import Agent"
-            if flavor.real_ui else "import gradio, modelscope_studio")
+            if flavor.real_ui else flavor.imports)
     _run([py, "-c", code], flavor, env, "import the UI")
 
 

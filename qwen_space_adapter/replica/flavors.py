@@ -7,6 +7,9 @@ Flavors:
 - `qwen-agent==X` for any release from 0.0.11 to 0.0.34. From 0.0.12 on the GUI is on Gradio 5
   (0.0.12-0.0.15: `gradio>=5.0.0` with gradio_client 1.4.0 and modelscope_studio 1.0 betas; later
   ones up to 0.0.34: Gradio 5.23.1 + modelscope_studio 1.1.7), through `components.legacy`.
+- `gradio6`: a plain multimodal `gr.ChatInterface` on current Gradio (6.31, `gradio6_app.py`): what the
+  Space becomes if the Qwen team moves it onto current Gradio. Its history is the chatbot value the
+  client sends (as every ChatInterface's is), not a server-side State.
 
 A Qwen-Agent release is installed without its dependencies, then with exactly what the
 `qwen_agent.gui.web_ui` import chain needs (found by importing; checked after every build) plus
@@ -37,7 +40,6 @@ AUDIOOP = 'audioop-lts; python_version >= "3.13"'
 TOMLI = 'tomli; python_version < "3.11"'
 FIRST, LAST = (0, 0, 11), (0, 0, 34)
 DEFAULT_RELEASE = "0.0.11"
-
 
 
 @dataclass(frozen=True)
@@ -74,23 +76,26 @@ def stack_of(release: str) -> Stack:
 class Flavor:
     """One replica UI: its app script, what its environment installs, what it supports."""
 
-    ui: str  # canonical name: "hand" or "qwen-agent==X"
+    ui: str  # canonical name: "hand", "gradio6" or "qwen-agent==X"
     app: Path
     release: str | None = None  # the Qwen-Agent release, for real-UI flavors
     pythons: tuple[str, ...] = PYTHONS
+    requirements: Path = HERE / "requirements.txt"  # what pip installs, for flavors without a release
+    imports: str = "import gradio, modelscope_studio"  # proves a fresh environment serves the app
 
     @property
     def real_ui(self) -> bool:
+        """A Qwen-Agent release's own UI (its layout options `agents` and `mention` apply)."""
         return self.release is not None
 
     @property
     def slug(self) -> str:
-        return "hand" if self.release is None else f"qwen-agent-{self.release}"
+        return self.ui if self.release is None else f"qwen-agent-{self.release}"
 
     def pins(self) -> str:
         """Everything this module decides about the environment, as text (hashed into its key)."""
         if self.release is None:  # the requirement lines; comments may change without a rebuild
-            lines = (HERE / "requirements.txt").read_text().splitlines()
+            lines = self.requirements.read_text().splitlines()
             return "\n".join(x.strip() for x in lines if x.strip() and not x.strip().startswith("#"))
         stack = stack_of(self.release)
         return json.dumps({"qwen-agent": self.release, "chain": stack.chain, "compat": stack.compat})
@@ -102,6 +107,8 @@ class Flavor:
 
 
 HAND = Flavor(ui="hand", app=HERE / "app.py")
+GRADIO6 = Flavor(ui="gradio6", app=HERE / "gradio6_app.py", requirements=HERE / "requirements-gradio6.txt",
+                 imports="import gradio; assert gradio.__version__.startswith('6.'), gradio.__version__")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -113,11 +120,14 @@ def flavor(ui: str | None) -> Flavor:
     name = (ui or "hand").strip()
     if name == "hand":
         return HAND
+    if name == "gradio6":
+        return GRADIO6
     m = re.fullmatch(r"qwen-agent(?:==(\d+\.\d+\.\d+))?", name.replace("_", "-"))
     if not m:
         raise ReplicaError(
-            f"Unknown replica UI {ui!r}: use 'hand' (default), 'qwen-agent' (release "
-            f"{DEFAULT_RELEASE}) or 'qwen-agent==X' with X from 0.0.11 to 0.0.34."
+            f"Unknown replica UI {ui!r}: use 'hand' (default), 'gradio6' (a gr.ChatInterface on "
+            f"Gradio 6), 'qwen-agent' (release {DEFAULT_RELEASE}) or 'qwen-agent==X' with X from "
+            "0.0.11 to 0.0.34."
         )
     release = m.group(1) or DEFAULT_RELEASE
     if not FIRST <= _version(release) <= LAST:

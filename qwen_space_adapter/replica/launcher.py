@@ -50,8 +50,10 @@ ATTEMPTS = 3
 class ReplicaSettings:
     """Launch-time behaviour of a replica; every field maps to an app flag.
 
-    `ui`: "hand" (default, the hand-made app), "qwen-agent" (Qwen-Agent 0.0.11's real UI) or
-    "qwen-agent==X" (0.0.11 to 0.0.34). `agents` and `mention` choose the real UI's layout.
+    `ui`: "hand" (default, the hand-made app), "gradio6" (Gradio 6's own multimodal
+    `gr.ChatInterface`), "qwen-agent" (Qwen-Agent 0.0.11's real UI) or "qwen-agent==X" (0.0.11 to
+    0.0.34). `agents` and `mention` choose the real UI's layout. `app` serves another script in the
+    flavor's environment (a Gradio 6 test app: `ui="gradio6", app=...`).
     `python`: the interpreter to build the flavor's environment with (default: found).
     """
 
@@ -78,6 +80,7 @@ class ReplicaSettings:
 
     def validate(self) -> Flavor:
         """Check every option before launching; raise `ReplicaError` with one line saying what is wrong."""
+        check_types(self)
         chosen = self.flavor()
         if self.fault is not None and self.fault not in FAULTS:
             raise ReplicaError(f"Unknown replica fault {self.fault!r}: use one of {', '.join(FAULTS)}.")
@@ -123,9 +126,60 @@ class ReplicaSettings:
         return args + list(self.extra_args)
 
 
+_NUMBERS = ("token_delay", "prefill_base", "prefill_per_mb", "replay_speed")
+_COUNTS = ("max_queue_size", "concurrency_limit", "agents")
+_TEXTS = ("fault", "python", "app")  # None allowed
+
+
+def check_types(settings: ReplicaSettings) -> None:
+    """Refuse a setting of the wrong type at once, in words (`port="abc"` used to be a bare TypeError
+    from deep inside `socket.bind`, raised only by `start()`)."""
+
+    def bad(name: str, want: str) -> ReplicaError:
+        value = getattr(settings, name)
+        return ReplicaError(f"Replica setting {name} must be {want}, got {value!r} ({type(value).__name__}).")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(settings.port) or not 0 <= settings.port <= 65535:
+        raise bad("port", "an integer from 0 to 65535 (0 picks a free port)")
+    if not isinstance(settings.host, str) or not settings.host.strip():
+        raise bad("host", "a host name or address such as '127.0.0.1'")
+    for name in _NUMBERS:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise bad(name, "a number")
+    for name in _COUNTS:
+        if not is_int(getattr(settings, name)):
+            raise bad(name, "an integer")
+    for name in _TEXTS:
+        if getattr(settings, name) is not None and not isinstance(getattr(settings, name), str):
+            raise bad(name, "a string or None")
+    if settings.fault_arg is not None and (
+        isinstance(settings.fault_arg, bool) or not isinstance(settings.fault_arg, int | float)
+    ):
+        raise bad("fault_arg", "a number or None")
+    if settings.replay is not None and not isinstance(settings.replay, str | os.PathLike):
+        raise bad("replay", "the path of a transcript, or None")
+    if not isinstance(settings.ui, str):
+        raise bad("ui", "a flavor name such as 'hand' or 'qwen-agent'")
+    if not isinstance(settings.mention, bool):
+        raise bad("mention", "True or False")
+    if not isinstance(settings.extra_args, list | tuple) or not all(isinstance(a, str) for a in settings.extra_args):
+        raise bad("extra_args", "a list of strings")
+
+
 def check_port(host: str, port: int) -> None:
-    """Refuse a port that cannot be bound now, instead of Gradio's advice about GRADIO_SERVER_PORT."""
+    """Refuse a port that cannot be bound now, instead of Gradio's advice about GRADIO_SERVER_PORT.
+
+    Bound with `SO_REUSEADDR`, as Gradio's own check and uvicorn bind: connections of a replica
+    that was killed mid-answer linger in TIME_WAIT for about a minute, and without the option the
+    port would look busy although the server binds it fine. A port another server listens on is
+    still refused.
+    """
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
@@ -151,6 +205,7 @@ class Replica:
             if not hasattr(self.settings, key):
                 raise TypeError(f"Unknown replica setting {key!r}")
             setattr(self.settings, key, value)
+        check_types(self.settings)  # a wrong type fails here, not at start()
         self.url: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Any = None
