@@ -8,6 +8,11 @@ Why internals at all: the public API cannot meet the targets in `docs/benchmark-
   pending. `tap()` copies every raw server message of a client to the adapter the moment the
   client's SSE reader receives it, so updates reach the caller without a polling quantum.
 
+- gradio_client builds every later URL from the Space's config (`api_prefix`): a config could send
+  the token, cookies and files to another host. `AdapterClient` checks every URL it derives, and the
+  adapter's own requests go through `derived_url`, so nothing leaves the origin the caller named.
+- httpx timeouts are per read: a server that trickles a byte at a time holds a request (and its
+  thread and socket) forever. `Deadline` gives each plain request a total deadline.
 - gradio_client's SSE reader thread cannot be stopped: it reads until the Space closes the
   stream. A reader left behind on a session takes the next turn's messages, so every turn must
   end its reader. `AdapterClient` hands the reader (and only the reader: it is the one caller of
@@ -28,21 +33,36 @@ import functools
 import inspect
 import socket
 import threading
+import time
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import gradio_client
+import httpcore
 import httpx
 from gradio_client import Client
 from gradio_client.utils import ServerMessage
+from packaging import version as _version
+
+from .errors import APIChangedError, StreamInterruptedError
 
 # gradio_client releases whose internals this module was written and tested against.
 TESTED_VERSIONS = ("2.7",)
 GC_VERSION: str = getattr(gradio_client, "__version__", "") or ""
 
 READER_ENDED = "qwen_space_adapter:reader_ended"
+MAX_UPDATE_BYTES = 32 * 1024 * 1024
+"""The largest single server message (one update) the reader accepts; a larger one ends the turn
+with `StreamInterruptedError`. A whole 1M-token answer, JSON-escaped, stays well below it."""
+OLDEST_GRADIO = _version.Version("4.0")
+"""Older pages make gradio_client post the whole config to a Hugging Face service to learn the
+API (`SPACE_FETCHER_URL`), a host the caller did not name; they are refused before that."""
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_DERIVED_URLS = ("src_prefixed", "api_url", "sse_url", "heartbeat_url", "sse_data_url", "ws_url", "upload_url",
+                 "reset_url")
 Sink = Callable[[str, Any], None]
 """Called from gradio_client's reader thread with (event_id, message); must not block."""
 
@@ -73,6 +93,8 @@ def problems() -> list[str]:
         endpoint_src = ""
     if "data = self.process_input_files(*data)" not in endpoint_src:
         found.append("Endpoint no longer uploads files through process_input_files")
+    if "self._client = weakref.ref(client)" not in endpoint_src:
+        found.append("Endpoint no longer holds its client as _client (AdapterClient rebinds copies)")
     if "self.httpx_kwargs.copy()" not in stream_src:
         found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
     return found
@@ -92,16 +114,18 @@ class ShuttableTransport(httpx.HTTPTransport):
     request made after it.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, on_refused: Callable[[StreamInterruptedError], None] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._lock = threading.Lock()
         self._streams: list[Any] = []
         self._shut = False
+        self._on_refused = on_refused
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._shut:
             raise httpx.RemoteProtocolError("the turn is over", request=request)
         response = super().handle_request(request)
+        response.stream = _Messages(response.stream, request, self._on_refused)
         stream = response.extensions.get("network_stream")
         with self._lock:
             late = self._shut
@@ -124,6 +148,60 @@ class ShuttableTransport(httpx.HTTPTransport):
                 pass
 
 
+class _Messages(httpx.SyncByteStream):
+    """A response stream handed out one whole server message (or several) at a time.
+
+    gradio_client's reader does `buffer += chunk` and searches the whole buffer for the end of
+    a message on every chunk: quadratic in the size of one message (236 s of CPU for one 50 MB
+    update). Given whole messages, its buffer holds one message and each step is linear. A
+    message that grows past `MAX_UPDATE_BYTES` is refused as it arrives, in linear time.
+    """
+
+    def __init__(self, stream: Any, request: httpx.Request,
+                 on_refused: Callable[[StreamInterruptedError], None] | None) -> None:
+        self._stream = stream
+        self._request = request
+        self._on_refused = on_refused
+
+    def __iter__(self) -> Any:
+        parts: list[bytes] = []
+        size = 0
+        tail = b""  # the last byte of the pending message, for an end split across two chunks
+        for chunk in self._stream:
+            if not chunk:
+                continue
+            # The last end of a message in tail + chunk: inside the chunk, or across the two.
+            found = chunk.rfind(b"\n\n")
+            end = found + 2 if found >= 0 else (1 if tail == b"\n" and chunk[:1] == b"\n" else 0)
+            if end > 0:
+                parts.append(chunk[:end])
+                yield b"".join(parts)
+                rest = chunk[end:]
+                parts, size, tail = ([rest] if rest else []), len(rest), rest[-1:]
+            else:
+                parts.append(chunk)
+                size += len(chunk)
+                tail = chunk[-1:]
+            if size > MAX_UPDATE_BYTES:
+                error = StreamInterruptedError(
+                    f"The Space sent an update larger than {MAX_UPDATE_BYTES // (1024 * 1024)} MiB "
+                    f"({size} bytes and counting); the adapter refuses updates over "
+                    "qwen_space_adapter.session.MAX_UPDATE_BYTES and ended the answer. Ask for a shorter "
+                    "answer, or start a new conversation if the Space's history has grown that large."
+                )
+                if self._on_refused is not None:
+                    self._on_refused(error)
+                # gradio_client's reader ends quietly on this one; the turn reads `on_refused`'s error.
+                raise httpx.RemoteProtocolError("update too large", request=self._request)
+        if parts:
+            yield b"".join(parts)
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
 def _as_is(*data: Any) -> tuple[Any, ...]:
     return data
 
@@ -142,11 +220,96 @@ class _ReaderKwargs(dict):  # type: ignore[type-arg]
     def copy(self) -> dict[str, Any]:  # type: ignore[override]
         kwargs = dict(self)
         proxy = kwargs.pop("proxy", None)
-        transport = ShuttableTransport(verify=self._owner.ssl_verify, proxy=proxy)
+        kwargs.pop("auth", None)  # the total deadline is for plain requests, not for the stream
+        transport = ShuttableTransport(verify=self._owner.ssl_verify, proxy=proxy, on_refused=self._owner.refuse)
         self._owner.reader_transports.append(transport)
         kwargs["transport"] = transport
         kwargs["timeout"] = self._owner.reader_timeout
         return kwargs
+
+
+class Deadline(httpx.Auth):
+    """A total deadline for one plain request, passed as httpx's `auth=` (which every request of
+    gradio_client and of the adapter carries through `httpx_kwargs`).
+
+    httpx's timeouts bound each read, so a server sending a byte every half second holds the
+    request, its thread and its socket forever. Here every read and write of the request's
+    connection is bounded by the time left; past the deadline it raises `httpcore.ReadTimeout`
+    (httpx's `ReadTimeout` to the caller) and httpcore closes the socket. No thread, no timer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        end = time.monotonic() + self.seconds
+        previous = request.extensions.get("trace")
+
+        def trace(name: str, info: dict[str, Any]) -> None:
+            if previous is not None:
+                previous(name, info)
+            if name.endswith(("connect_tcp.complete", "start_tls.complete")):
+                _bound(info.get("return_value"), end)
+
+        request.extensions = {**request.extensions, "trace": trace}
+        yield request
+
+    def __repr__(self) -> str:
+        return f"Deadline({self.seconds})"
+
+
+def _bound(stream: Any, end: float) -> None:
+    """Make every read and write of a connection's stream end by `end` (monotonic)."""
+    read, write = getattr(stream, "read", None), getattr(stream, "write", None)
+    if read is None or write is None:
+        return
+
+    def left(timeout: float | None, error: type[Exception]) -> float:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise error("the request's total deadline passed")
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def bounded_read(max_bytes: int, timeout: float | None = None) -> bytes:
+        return read(max_bytes, left(timeout, httpcore.ReadTimeout))
+
+    def bounded_write(buffer: bytes, timeout: float | None = None) -> None:
+        write(buffer, left(timeout, httpcore.WriteTimeout))
+
+    stream.read, stream.write = bounded_read, bounded_write
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with ws mapped to http, default ports filled in."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+def check_same_origin(src: str, url: str) -> str:
+    """`url` if it is on the origin of `src`; else `APIChangedError` naming the other host.
+
+    Every URL the adapter or gradio_client derives from what a Space sent (its config's
+    `api_prefix`, an upload's answer) passes here before a request, so a Space cannot send the
+    caller's token, cookies or files to a host the caller did not name.
+    """
+    if origin(url) != origin(src):
+        scheme, host, port = origin(url)
+        raise APIChangedError(
+            f"The Space at {src.rstrip('/')} points its requests to another origin "
+            f"({scheme}://{host}:{port}); the adapter sends nothing to a host the caller did not "
+            "name. Pass that host as space= if you trust it."
+        )
+    return url
+
+
+def derived_url(client: Client, path: str) -> str:
+    """The URL of one of the Space's routes (`app_id`, `cancel`...), checked to be on its origin."""
+    return check_same_origin(client.src, urllib.parse.urljoin(client.src_prefixed, path))
 
 
 class AdapterClient(Client):
@@ -154,8 +317,16 @@ class AdapterClient(Client):
     and whose SSE reader can be ended by `end_reader()`.
 
     With `cached=None` it behaves like `Client` (it fetches), which is how the first client of a
-    Space in this process is built; its config and info then seed every later client.
+    Space in this process is built; its config and info then seed every later client. The cached
+    config and info are shared, not copied: with the tap, nothing in gradio_client mutates them
+    once fetched (only `Client._get_api_info`'s fetch edits the info it fetched), and a deep copy
+    per turn cost 0.7 s of the caller's event loop for a page with 2,000 components.
     """
+
+    # gradio_client starts a telemetry thread per client unless $GRADIO_ANALYTICS_ENABLED says
+    # otherwise (`analytics_enabled or getenv(...)`): a thread start per turn for nothing. It
+    # reads this attribute right after setting it; the setter ignores what it is given.
+    analytics_enabled = property(lambda self: False, lambda self, value: None)
 
     def __init__(
         self,
@@ -163,39 +334,89 @@ class AdapterClient(Client):
         *,
         cached: tuple[dict, dict] | None = None,
         reader_timeout: Any = None,
+        endpoints: dict[Any, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self._cached = cached
+        # `endpoints`: a dict shared by every client of one cached config. Empty, this client's
+        # endpoints fill it; filled, this client's endpoints are shallow copies of them, bound
+        # to it: `Endpoint.__init__` scans every component per input (quadratic in the page).
+        self._templates = endpoints if cached is not None and tap_supported() else None
         self.reader_transports: list[ShuttableTransport] = []
         self.reader_timeout = reader_timeout
         self.left_unfinished = False  # a job was cancelled before it completed
+        self.refused: StreamInterruptedError | None = None  # why the reader was ended, if by us
         super().__init__(src, **kwargs)
         self.httpx_kwargs: dict[str, Any] = _ReaderKwargs(dict(self.httpx_kwargs), self)
+        if self._cached is not None and self._templates:
+            self.config = self._cached[0]
+            self.endpoints = {key: _rebound(endpoint, self) for key, endpoint in self._templates.items()}
+            return
         # The adapter uploads files itself, as a browser does (with `mime_type`), and sends file
         # values that already live on the Space (uploads, files in the chatbot) with their `meta`
         # tag, which Gradio 5 requires; gradio_client would try to upload those again.
         for endpoint in self.endpoints.values():
             if hasattr(endpoint, "process_input_files"):
                 endpoint.process_input_files = _as_is
+        if self._templates is not None and not self._templates:
+            self._templates.update(self.endpoints)
 
     def end_reader(self) -> None:
         """Cut the connection of every SSE reader this client opened (from any thread)."""
         for transport in list(self.reader_transports):
             transport.shutdown()
 
+    def refuse(self, error: StreamInterruptedError) -> None:
+        """Record why the reader is being ended (an update too large), for the turn to raise."""
+        self.refused = error
+
     def _get_config(self) -> dict:
         if self._cached is not None:
-            return copy.deepcopy(self._cached[0])
-        return super()._get_config()
+            if self._templates:
+                # `Client.__init__` builds no endpoint from this one; `__init__` binds copies.
+                return {**self._cached[0], "dependencies": []}
+            return self._cached[0]
+        config = super()._get_config()
+        # No heartbeat, for this client and every client built from its config: see
+        # `session.open_client`. Set before `Client.__init__` reads it, so none is started.
+        if isinstance(config, dict):
+            config["connect_heartbeat"] = False
+        return config
 
     def _get_api_info(self):  # type: ignore[no-untyped-def]
+        # Called once every URL is derived from the config and before the first request to any
+        # of them: the one place they are all checked.
+        for name in _DERIVED_URLS:
+            url = getattr(self, name, None)
+            if isinstance(url, str):
+                check_same_origin(self.src, url)
+        self._check_version()
         if self._cached is not None:
-            return copy.deepcopy(self._cached[1])
+            return self._cached[1]
         return super()._get_api_info()
+
+    def _check_version(self) -> None:
+        """Refuse pages older than the adapter drives, before gradio_client sends their config
+        to `SPACE_FETCHER_URL` (a Hugging Face service the caller did not name)."""
+        app_version = getattr(self, "app_version", None)
+        claimed = self.config.get("version") if isinstance(self.config, dict) else None
+        if not isinstance(app_version, _version.Version) or app_version < OLDEST_GRADIO:
+            raise APIChangedError(
+                f"The Space at {self.src.rstrip('/')} runs Gradio {claimed or 'of an unknown version'}; "
+                f"the adapter drives Gradio {OLDEST_GRADIO} and newer (the Qwen demo runs 4.44 and 5.x). "
+                "Nothing was sent beyond its config."
+            )
 
     def _telemetry_thread(self) -> None:
         # Telemetry would open a connection to huggingface.co from a thread per client.
         return None
+
+
+def _rebound(endpoint: Any, client: Client) -> Any:
+    """A copy of a template `Endpoint` that belongs to `client` (its only per-client field)."""
+    clone = copy.copy(endpoint)
+    clone._client = weakref.ref(client)
+    return clone
 
 
 class _TappedDeque(deque):  # type: ignore[type-arg]
@@ -207,10 +428,12 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
     still completes, fails and cancels through its own code.
     """
 
-    def __init__(self, items: Any, event_id: str, sink: Sink) -> None:
+    def __init__(self, items: Any, event_id: str, sink: Sink,
+                 why_ended: Callable[[], Any] = lambda: None) -> None:
         super().__init__(items)
         self.event_id = event_id
         self.sink = sink
+        self.why_ended = why_ended
 
     def append(self, msg: Any) -> None:
         if isinstance(msg, dict):
@@ -223,22 +446,25 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
                 copied["output"] = dict(copied["output"])
             self.sink(self.event_id, copied)
         elif msg is None:
-            # gradio_client's mark that the reader ended while this event was pending.
-            self.sink(self.event_id, {"msg": READER_ENDED})
+            # gradio_client's mark that the reader ended while this event was pending; `error`
+            # says why when the adapter ended it (an update over MAX_UPDATE_BYTES).
+            self.sink(self.event_id, {"msg": READER_ENDED, "error": self.why_ended()})
         super().append(msg)
 
 
 class _TappedEvents(dict):  # type: ignore[type-arg]
     """`Client.pending_messages_per_event`, wrapping each event's deque in a `_TappedDeque`."""
 
-    def __init__(self, sink: Sink, on_register: Callable[[str], None]) -> None:
+    def __init__(self, sink: Sink, on_register: Callable[[str], None],
+                 why_ended: Callable[[], Any] = lambda: None) -> None:
         super().__init__()
         self.sink = sink
         self.on_register = on_register
+        self.why_ended = why_ended
 
     def __setitem__(self, event_id: str, value: Any) -> None:
         if isinstance(value, deque) and not isinstance(value, _TappedDeque):
-            value = _TappedDeque(value, event_id, self.sink)
+            value = _TappedDeque(value, event_id, self.sink, self.why_ended)
         super().__setitem__(event_id, value)
 
     def setdefault(self, event_id: str, default: Any = None) -> Any:
@@ -275,7 +501,7 @@ def predict(client: Client, fn_index: int, data: list[Any], trigger_id: int | No
     its first yield. Its answer comes back as the completed message the queue would have sent,
     so the follower reads both the same way. Blocking.
     """
-    url = urllib.parse.urljoin(client.src_prefixed, "run/predict")
+    url = derived_url(client, "run/predict")
     body = {"data": list(data), "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
             "session_hash": client.session_hash}
     response = httpx.post(url, json=body, **request_kwargs(client))
@@ -290,19 +516,23 @@ def predict(client: Client, fn_index: int, data: list[Any], trigger_id: int | No
     return {"msg": "process_completed", "success": True, "output": response.json()}
 
 
-def request_kwargs(client: Client) -> dict[str, Any]:
+def request_kwargs(client: Client, deadline: float | None = None) -> dict[str, Any]:
     """What a plain request needs to go where this client's requests go, as they go.
 
-    Headers (the token, where it may be sent), cookies, TLS and the client's own httpx options;
+    Headers (the token, where it may be sent), cookies, TLS and the client's own httpx options,
+    its total `Deadline` included (`deadline` sets another, e.g. for a large upload);
     `dict()` drops the reader's transport, which only the SSE reader may have.
     """
-    return {"headers": client.headers, "cookies": client.cookies, "verify": client.ssl_verify,
-            **dict(client.httpx_kwargs)}
+    kwargs = {"headers": client.headers, "cookies": client.cookies, "verify": client.ssl_verify,
+              **dict(client.httpx_kwargs)}
+    if deadline is not None:
+        kwargs["auth"] = Deadline(deadline)
+    return kwargs
 
 
 def cancel(client: Client, fn_index: int, event_id: str | None) -> None:
     """Ask the Space to stop an event, as `Job.cancel` does for Gradio newer than 4.29."""
-    url = urllib.parse.urljoin(client.src_prefixed, "cancel")
+    url = derived_url(client, "cancel")
     body = {"fn_index": fn_index, "session_hash": client.session_hash, "event_id": event_id}
     httpx.post(url, json=body, **request_kwargs(client))
 
@@ -330,7 +560,7 @@ def tap(client: Client, sink: Sink, on_register: Callable[[str], None]) -> None:
     if not tap_supported():
         raise RuntimeError("gradio_client internals changed; use the public Job API")
     with client.pending_lock:
-        tapped = _TappedEvents(sink, on_register)
+        tapped = _TappedEvents(sink, on_register, lambda: getattr(client, "refused", None))
         for event_id, messages in client.pending_messages_per_event.items():
             tapped[event_id] = messages
         client.pending_messages_per_event = tapped

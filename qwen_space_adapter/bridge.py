@@ -222,6 +222,8 @@ class JobFollower:
             return Completed(list(output.get("data", [])))
         if kind == gci.READER_ENDED:
             self.finished = True
+            if isinstance(msg.get("error"), StreamInterruptedError):  # the adapter ended it (issue 19)
+                raise msg["error"]
             raise StreamInterruptedError(
                 f"The connection to the Space at {self.url} ended before the step was complete "
                 "(the Space restarted or the network dropped). Retry the request."

@@ -20,7 +20,7 @@ from .target import (
     DEFAULT_SPACE_URL,
     SpaceTarget,
     env_space,
-    is_hugging_face,
+    environment_token,
     is_loopback,
     space_id_of,
     space_url,
@@ -263,13 +263,12 @@ def _token(value: Any, url: str) -> str | None:
     """
     host = urllib.parse.urlsplit(url).hostname or ""
     if value is None:
-        env = os.environ.get("HF_TOKEN", "").strip()
-        if not env:
+        # $HF_TOKEN or the saved login, for Hugging Face hosts over https only (target.py).
+        found = environment_token(url)
+        if found is None:
+            log.debug("no token from the environment is sent to %s", host)
             return None
-        if not is_hugging_face(url):
-            log.debug("HF_TOKEN is not sent to %s: only to Hugging Face hosts over https", host)
-            return None
-        return _header_safe("HF_TOKEN", env)
+        return _header_safe(found[1], found[0])
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequestError("hf_token must be a non-empty string or None.")
     if urllib.parse.urlsplit(url).scheme == "http" and not is_loopback(host):

@@ -7,10 +7,15 @@ code written for it (and g4f itself) keeps working.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+import importlib
+import sys
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import sniffio
 
 from .conversation import JsonConversation, check_conversation, generate_session_hash
 from .errors import ModelNotSupportedError
@@ -211,7 +216,8 @@ class Qwen_Qwen_2_5M:
     async def _stream(
         conv: JsonConversation, prompt: str, opts: Any, count: int, return_conversation: bool
     ) -> AsyncGenerator[StreamItem, None]:
-        from .turn import run_turn  # gradio_client and anyio load with the first answer, not at import
+        # gradio_client and anyio load with the first answer, not at import, and off the loop.
+        run_turn = (await _turn_module()).run_turn
 
         if return_conversation:
             yield conv
@@ -221,3 +227,76 @@ class Qwen_Qwen_2_5M:
                 yield item
         finally:
             await turn.aclose()
+
+
+_TURN = "qwen_space_adapter.turn"
+_LOADING = threading.Lock()
+_WAKE: list[Callable[[], None]] | None = None  # while the import thread runs: whom to wake
+
+
+async def _turn_module() -> Any:
+    """`qwen_space_adapter.turn`, imported on one daemon thread the first time (issue 19, item 9).
+
+    Its import (gradio_client, httpx, anyio) takes 0.2 s or more: on the caller's loop, the first
+    answer of a process would stall every other task that long. A hundred first calls at once
+    share one import thread. The wait is the running framework's own (asyncio or trio), as
+    nothing else is loaded yet.
+    """
+    global _WAKE
+    module = sys.modules.get(_TURN)
+    if module is not None and getattr(module, "run_turn", None) is not None:
+        return module
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        token, event = trio.lowlevel.current_trio_token(), trio.Event()
+
+        def wake() -> None:
+            token.run_sync_soon(event.set)
+
+        wait = event.wait
+    else:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(settle)
+
+        async def wait() -> None:
+            await asyncio.shield(future)
+
+    def load() -> None:
+        global _WAKE
+        try:
+            importlib.import_module(_TURN)
+            # anyio imports its backend for this library on first use: here, not on the loop.
+            importlib.import_module(f"anyio._backends._{library}")
+        except BaseException:
+            pass  # imported again below, on the caller's side, where the error is raised
+        with _LOADING:
+            waiting, _WAKE = _WAKE or [], None
+        for notify in waiting:
+            try:
+                notify()
+            except RuntimeError:
+                pass  # that loop closed meanwhile
+
+    with _LOADING:
+        start = _WAKE is None and getattr(sys.modules.get(_TURN), "run_turn", None) is None
+        if start:
+            _WAKE = []
+        if _WAKE is not None:
+            _WAKE.append(wake)
+        else:
+            wake()  # loaded between the first look and now
+    if start:
+        threading.Thread(target=load, name="qwen-space import", daemon=True).start()
+    await wait()
+    return importlib.import_module(_TURN)

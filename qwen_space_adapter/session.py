@@ -13,9 +13,10 @@ then by cutting its connection) before the gate opens for the next turn.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -26,7 +27,7 @@ from .bridge import Channel, in_daemon_thread
 from .errors import APIChangedError, QwenSpaceError, SpaceUnavailableError
 from .failures import translate
 from .page import Page
-from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, space_url
+from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, hub_endpoint, hub_token, space_url
 
 __all__ = ["DEFAULT_SPACE_URL", "SpaceInfo", "SpaceTarget", "env_space", "space_url"]
 
@@ -43,6 +44,9 @@ class SpaceInfo:
     config: dict[str, Any]
     api_info: dict[str, Any]
     page: Page
+    # gradio_client's endpoints of this config, built by the first turn's client and copied
+    # by every later one (see `AdapterClient`); read-only, like the config and info.
+    endpoints: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def app_id(self) -> Any:
@@ -66,14 +70,17 @@ def cached_info(target: SpaceTarget) -> SpaceInfo | None:
 
 
 def client_kwargs(target: SpaceTarget, connect_timeout: float) -> dict[str, Any]:
-    """gradio_client's arguments, with every plain request bounded by `connect_timeout`.
+    """gradio_client's arguments, with every plain request bounded by `connect_timeout` in total.
 
-    A request that is not a stream (config, upload, join, cancel) either answers within that
-    time or fails, so a server that accepts and never answers holds a thread no longer.
+    A request that is not a stream (config, info, join, upload, cancel, app_id, drop-queued)
+    either answers within that time or fails; httpx's own timeouts bound each read only, so the
+    total is a `Deadline` (httpx's `auth=`, which gradio_client passes on every such request).
+    A server that trickles or never answers holds a thread and a socket no longer than that.
     """
     kwargs = target.client_kwargs()
     httpx_kwargs = dict(kwargs.get("httpx_kwargs") or {})
     httpx_kwargs["timeout"] = httpx.Timeout(connect_timeout)
+    httpx_kwargs["auth"] = gci.Deadline(connect_timeout)
     kwargs["httpx_kwargs"] = httpx_kwargs
     return kwargs
 
@@ -104,14 +111,20 @@ def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
     """
     if not target.space_id or target.proxy:
         return None
+    # Asked at `$HF_ENDPOINT`, as huggingface_hub would, but read now and named in the message;
+    # the token goes only to Hugging Face over https (`hub_token`). False, not None: given None,
+    # huggingface_hub would send the environment's token itself.
+    endpoint = hub_endpoint()
     try:
-        from huggingface_hub import get_space_runtime
+        from huggingface_hub import HfApi
 
-        stage = str(getattr(get_space_runtime(target.space_id, token=target.token), "stage", ""))
+        api = HfApi(endpoint=endpoint)
+        runtime = api.get_space_runtime(target.space_id, token=hub_token(target.token, endpoint) or False)
+        stage = str(getattr(runtime, "stage", ""))
     except Exception:
         return None
     stage = stage.rsplit(".", 1)[-1].upper()
-    page = f"https://huggingface.co/spaces/{target.space_id}"
+    page = f"{endpoint}/spaces/{target.space_id}"
     if stage in _STAGES:
         text, retryable = _STAGES[stage]
         err = SpaceUnavailableError(f"The Space {target.space_id} {text.format(page=page)}")
@@ -137,6 +150,10 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
         info = _INFO.get(target.key)
         if info is not None and info is not stale:
             return info
+        # Read gradio_client's source now, on this thread, not on the caller's loop at the first
+        # turn (0.15 s): which internals the adapter may use is checked once per process.
+        gci.tap_supported()
+        gci.join_supported()
         try:
             client = gci.AdapterClient(target.url, **client_kwargs(target, connect_timeout))
         except Exception as exc:
@@ -149,7 +166,6 @@ def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TI
         finally:
             close_client(client)
         info = SpaceInfo(target, config, api_info, Page.from_config(config))
-        info.config["connect_heartbeat"] = False
         _INFO[target.key] = info
         return info
     finally:
@@ -168,7 +184,36 @@ async def space_info(
     info = _INFO.get(target.key)
     if info is not None and info is not stale:
         return info
-    return await in_daemon_thread(_fetch_info, target, connect_timeout, stale)
+    if stale is not None:
+        return await in_daemon_thread(_fetch_info, target, connect_timeout, stale)
+    # A hundred new conversations at once: one fetch thread, not a hundred thread starts on
+    # the caller's loop (each waits for the new thread to run; 0.7 s of stall in all).
+    channel = Channel()
+    with _INFO_GUARD:
+        first = target.key not in _FLIGHTS
+        _FLIGHTS.setdefault(target.key, []).append(channel)
+    if first:
+        threading.Thread(target=_fly, args=(target, connect_timeout), name="qwen-space config",
+                         daemon=True).start()
+    ok, value = (await channel.drain())[0]
+    if not ok:
+        raise copy.copy(value)  # each caller gets an error of its own (turns annotate them)
+    return value
+
+
+_FLIGHTS: dict[tuple[str, str, str | None, bool], list[Channel]] = {}
+
+
+def _fly(target: SpaceTarget, connect_timeout: float) -> None:
+    """Fetch for every caller waiting on this Space's first fetch, and hand each the outcome."""
+    try:
+        outcome: tuple[bool, Any] = (True, _fetch_info(target, connect_timeout))
+    except BaseException as exc:  # handed to the callers
+        outcome = (False, exc)
+    with _INFO_GUARD:
+        waiters = _FLIGHTS.pop(target.key, [])
+    for channel in waiters:
+        channel.put(outcome)
 
 
 class SessionGate:
@@ -255,6 +300,7 @@ def open_client(info: SpaceInfo, session_hash: str,
         client = gci.AdapterClient(
             info.target.url,
             cached=cached,
+            endpoints=info.endpoints,
             reader_timeout=_reader_timeout(connect_timeout),
             **client_kwargs(info.target, connect_timeout),
         )
@@ -324,7 +370,11 @@ def close_client(client: Any, wait: bool = True) -> None:
 def live_app_id(client: Any) -> Any:
     """The id the Space's app drew at launch, asked now (None when the Space does not say)."""
     try:
-        response = httpx.get(f"{client.src_prefixed.rstrip('/')}/app_id", **gci.request_kwargs(client))
+        url = gci.derived_url(client, "app_id")
+    except AttributeError:
+        return None
+    try:
+        response = httpx.get(url, **gci.request_kwargs(client))
         if response.status_code != 200:
             return None
         return response.json().get("app_id")
@@ -339,11 +389,16 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
     (`file.mime_type.startswith('image/')`). The `meta` tag marks it as a file for Gradio 5.
     """
     try:
+        # The client's deadline, plus a second per MB: a large file on a slow link is no stall.
+        deadline = getattr(client.httpx_kwargs.get("auth"), "seconds", DEFAULT_CONNECT_TIMEOUT) + len(data) / 1e6
         response = httpx.post(
-            client.upload_url, files=[("files", (name, data, mime_type))], **gci.request_kwargs(client)
+            gci.check_same_origin(client.src, client.upload_url), files=[("files", (name, data, mime_type))],
+            **gci.request_kwargs(client, deadline=deadline),
         )
         response.raise_for_status()
         path = response.json()[0]
+        if isinstance(path, str) and "://" in path:
+            gci.check_same_origin(client.src, path)  # a file value must not point elsewhere
     except QwenSpaceError:
         raise
     except Exception as exc:

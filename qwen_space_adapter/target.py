@@ -108,6 +108,63 @@ def is_hugging_face(url: str) -> bool:
     return parts.scheme.lower() == "https" and hf_host
 
 
+HUB_TOKEN_OPT_IN = "QWEN_SPACE_HUB_TOKEN"
+"""Set to 1 to send the token to `$HF_ENDPOINT` when that is not Hugging Face (a mirror you trust)."""
+
+
+def environment_token(url: str) -> tuple[str, str] | None:
+    """The token the environment holds for `url`, and where it was found, or None.
+
+    `$HF_TOKEN`, else the login `huggingface-cli login` saved (`$HF_TOKEN_PATH`, or `token` in
+    `$HF_HOME`, by default `~/.cache/huggingface`), as huggingface_hub finds it; read at call
+    time, so a changed environment counts. Only for Hugging Face hosts over https: nobody gave
+    it for any other host. Stripped: a token file ends with a newline.
+    """
+    if not is_hugging_face(url):
+        return None
+    env = os.environ.get("HF_TOKEN", "").strip()
+    if env:
+        return env, "HF_TOKEN"
+    if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    path = os.environ.get("HF_TOKEN_PATH", "").strip()
+    if not path:
+        home = os.environ.get("HF_HOME", "").strip() or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache"),
+            "huggingface",
+        )
+        path = os.path.join(os.path.expanduser(home), "token")
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            saved = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (saved, "the saved login") if saved else None
+
+
+def hub_endpoint() -> str:
+    """Where huggingface_hub asks about Spaces: `$HF_ENDPOINT`, else https://huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or "https://huggingface.co"
+
+
+def hub_token(token: str | None, endpoint: str) -> str | None:
+    """The token the Hub lookup at `endpoint` may carry: only to Hugging Face over https.
+
+    A mirror (`$HF_ENDPOINT`) gets it only when `$QWEN_SPACE_HUB_TOKEN=1` says so, and never in
+    clear text to another machine.
+    """
+    if not token:
+        return None
+    if is_hugging_face(endpoint):
+        return token
+    if os.environ.get(HUB_TOKEN_OPT_IN, "").strip() != "1":
+        return None
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme.lower() == "https" or is_loopback(parts.hostname or ""):
+        return token
+    return None
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context for the process.
@@ -128,6 +185,11 @@ class SpaceTarget:
     proxy: str | None = None
     verify: bool = True
     space_id: str | None = None  # "owner/name" when known: lets a failure ask the Hub why
+
+    def __post_init__(self) -> None:
+        # Every way in (hf_token=, $HF_TOKEN, a token file, the harness) may bring a newline.
+        if isinstance(self.token, str):
+            object.__setattr__(self, "token", self.token.strip() or None)
 
     @property
     def key(self) -> tuple[str, str, str | None, bool]:

@@ -149,11 +149,12 @@ class _Runtime:
         ("RUNTIME_ERROR", "is broken (RUNTIME_ERROR)", False),
     ],
 )
-def test_a_space_that_does_not_serve_says_why(mocker, stage, words, retryable):
+def test_a_space_that_does_not_serve_says_why(mocker, monkeypatch, stage, words, retryable):
     from qwen_space_adapter import session
     from qwen_space_adapter.target import SpaceTarget
 
-    hub = mocker.patch("huggingface_hub.get_space_runtime", return_value=_Runtime(stage))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)  # the Hub itself: the token may go there
+    hub = mocker.patch("huggingface_hub.HfApi.get_space_runtime", return_value=_Runtime(stage))
     target = SpaceTarget(url="http://127.0.0.1:9", token="hf_x", space_id="owner/space")
     with pytest.raises(SpaceUnavailableError) as info:
         session._fetch_info(target)

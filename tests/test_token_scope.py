@@ -167,3 +167,109 @@ async def test_a_canary_token_never_shows_in_debug_logs_outputs_or_reprs(qwen_re
     assert any(r.name.startswith("httpcore") for r in caplog.records), "httpcore DEBUG logs were captured"
     for text in texts:
         assert CANARY not in text and CANARY[3:15] not in text
+
+
+# Issue 19, item 5: the saved login is honoured for Hugging Face over https, and nowhere else.
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("me/dup", True),
+        ("https://me-dup.hf.space", True),
+        ("http://me-dup.hf.space", False),
+        ("http://127.0.0.1:7860", False),
+        ("http://localhost:7860", False),
+        ("https://example.org", False),
+    ],
+)
+def test_the_saved_login_goes_to_hugging_face_over_https_only_and_stripped(monkeypatch, tmp_path, url, sent):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_TOKEN_PATH", raising=False)
+    monkeypatch.delenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    (tmp_path / "token").write_text(f"{SAVED}\n")  # as `huggingface-cli login` leaves it
+    target = parse_options(None, {"space": url}).target
+    assert target.token == (SAVED if sent else None)
+    assert target.client_kwargs()["token"] == (SAVED if sent else False)
+
+
+def test_the_environment_token_wins_over_the_saved_login_and_a_token_path_is_read(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HOME", raising=False)
+    (tmp_path / "elsewhere").write_text(f"\t{SAVED}\r\n")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert parse_options(None, {"space": "me/dup"}).target.token == SAVED
+    monkeypatch.setenv("HF_TOKEN", f"{CANARY}\n")
+    assert parse_options(None, {"space": "me/dup"}).target.token == CANARY
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    assert parse_options(None, {"space": "me/dup"}).target.token is None
+
+
+def test_a_token_given_to_a_target_directly_is_stripped():
+    from qwen_space_adapter.target import SpaceTarget
+
+    assert SpaceTarget(url="https://me-dup.hf.space", token=f"{CANARY}\n").token == CANARY
+    assert SpaceTarget(url="https://me-dup.hf.space", token="\n").token is None
+
+
+# Issue 19, item 2: the Hub lookup after a failure sends the token only to Hugging Face over https.
+@pytest.fixture
+def mirror() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A Hub mirror on another loopback address that says every Space is sleeping."""
+    from tests.fakespace import fake_space
+
+    with fake_space("127.0.0.2") as hub:
+        runtime = {"stage": "SLEEPING", "hardware": {"current": None, "requested": None}}
+        hub.serve_json("/api/spaces/me/dup/runtime", runtime)
+        yield hub.url, hub.seen
+
+
+def _stage_error(monkeypatch, endpoint: str, tmp_path, **kwargs: str):
+    import huggingface_hub.constants
+
+    from qwen_space_adapter import session
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    # huggingface_hub read $HF_ENDPOINT at import: point its default there too, so that even an
+    # adapter that fell back on it would ask the loopback mirror, never the real Hub.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    (tmp_path / "token").write_text(f"{SAVED}\n")
+    target = parse_options(None, {"space": "me/dup", **kwargs}).target
+    assert target.token  # the Space itself (on *.hf.space over https) would get one
+    return session.stage_error(target)
+
+
+def test_a_hub_mirror_gets_no_token_and_the_message_names_it(monkeypatch, mirror, tmp_path):
+    url, seen = mirror
+    err = _stage_error(monkeypatch, url, tmp_path, hf_token=CANARY)
+    assert err is not None and err.retryable
+    assert "127.0.0.2" in str(err) and "huggingface.co" not in str(err)
+    assert [r["path"] for r in seen] == ["/api/spaces/me/dup/runtime"]
+    assert auth_headers([r["headers"] for r in seen]) == []
+    assert not any(CANARY in v or SAVED in v for r in seen for v in r["headers"].values())
+
+
+def test_a_mirror_the_caller_trusts_gets_the_token(monkeypatch, mirror, tmp_path):
+    url, seen = mirror
+    monkeypatch.setenv("QWEN_SPACE_HUB_TOKEN", "1")
+    assert _stage_error(monkeypatch, url, tmp_path) is not None
+    assert set(auth_headers([r["headers"] for r in seen])) == {f"Bearer {CANARY}"}
+
+
+def test_the_hub_token_rule():
+    from qwen_space_adapter.target import hub_token
+
+    assert hub_token(CANARY, "https://huggingface.co") == CANARY
+    for endpoint in ("http://huggingface.co", "https://hf-mirror.com", "http://127.0.0.2:8000"):
+        assert hub_token(CANARY, endpoint) is None
+
+
+def test_an_opted_in_mirror_still_gets_no_token_in_clear_text_to_another_machine(monkeypatch):
+    from qwen_space_adapter.target import hub_token
+
+    monkeypatch.setenv("QWEN_SPACE_HUB_TOKEN", "1")
+    assert hub_token(CANARY, "https://hf-mirror.com") == CANARY
+    assert hub_token(CANARY, "http://127.0.0.2:8000") == CANARY
+    assert hub_token(CANARY, "http://hf-mirror.com") is None

@@ -121,7 +121,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                   requests=args.requests, turns=args.turns).check()
     levels = parse_levels(args.sweep) if args.sweep else None
     slo = SLO.parse(args.slo)
-    token = os.environ.get("HF_TOKEN") or None
+    token = os.environ.get("HF_TOKEN", "").strip() or None  # a token pasted from a file ends with a newline
     with tempfile.TemporaryDirectory(prefix="qwen-load-") as tmp:
         prompts = _load_prompts(args, tmp)
         if args.target != "replica":  # courtesy first: nothing is started or sent when refused
