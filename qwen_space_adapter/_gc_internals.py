@@ -476,7 +476,7 @@ class _TappedEvents(dict):  # type: ignore[type-arg]
         return self[event_id]
 
 
-def join(client: Client, fn_index: int, data: list[Any], trigger_id: int | None = None) -> str:
+def join(client: Client, fn_index: int, data: list[Any], event: dict[str, Any] | None = None) -> str:
     """Put one step on the Space's queue as `Job` would, without its per-job threads.
 
     A `Job` runs two helper threads that poll every 50 ms (`check_for_cancel`, `stream_sse_v1plus`)
@@ -488,13 +488,13 @@ def join(client: Client, fn_index: int, data: list[Any], trigger_id: int | None 
     endpoint = client.endpoints[fn_index]
     # `data` holds every input slot, as the page sends it; the page also names the component
     # whose event started the chain (`trigger_id`) and sends `event_data`.
-    payload = {"data": list(data), "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
+    payload = {"data": list(data), **(event or {}), "fn_index": fn_index,
                **endpoint.oauth_token_payload()}
     hash_data = {"fn_index": fn_index, "session_hash": client.session_hash}
     return str(client.send_data(payload, hash_data, endpoint.protocol, None))
 
 
-def predict(client: Client, fn_index: int, data: list[Any], trigger_id: int | None = None) -> dict[str, Any]:
+def predict(client: Client, fn_index: int, data: list[Any], event: dict[str, Any] | None = None) -> dict[str, Any]:
     """Call an unqueued step (`queue=False`) as the page does: one POST to `run/predict`.
 
     Such a step never takes a place in the Space's queue: it runs at once, a generator only to
@@ -502,7 +502,7 @@ def predict(client: Client, fn_index: int, data: list[Any], trigger_id: int | No
     so the follower reads both the same way. Blocking.
     """
     url = derived_url(client, "run/predict")
-    body = {"data": list(data), "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
+    body = {"data": list(data), **(event or {}), "fn_index": fn_index,
             "session_hash": client.session_hash}
     response = httpx.post(url, json=body, **request_kwargs(client))
     if response.status_code == 500:

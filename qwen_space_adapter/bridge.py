@@ -33,6 +33,7 @@ import anyio
 import sniffio
 
 from . import _gc_internals as gci
+from . import workers
 from .deltas import apply_diff
 from .errors import QwenSpaceError, StreamInterruptedError
 from .failures import app_error, translate
@@ -95,7 +96,7 @@ async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
             outcome = (False, exc)
         channel.put(outcome)
 
-    threading.Thread(target=run, name=f"qwen-space {getattr(fn, '__name__', 'call')}", daemon=True).start()
+    workers.spawn(run)
     ok, value = (await channel.drain())[0]
     if not ok:
         raise value
@@ -281,7 +282,7 @@ class DirectJob:
     """
 
     def __init__(
-        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], trigger_id: int | None
+        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], event: dict[str, Any] | None
     ) -> None:
         self.client = client
         self.fn_index = fn_index
@@ -289,12 +290,12 @@ class DirectJob:
 
         def join() -> None:
             try:
-                self.future.set_result(gci.join(client, fn_index, data, trigger_id))
+                self.future.set_result(gci.join(client, fn_index, data, event))
             except BaseException as exc:  # handed to the follower
                 self.future.set_exception(exc)
                 follower.on_done(self.future)
 
-        threading.Thread(target=join, name="qwen-space join", daemon=True).start()
+        workers.spawn(join)
 
     def cancel(self) -> None:
         """Stop the event on the Space once its id is known (a cancel without it stops nothing)."""
@@ -317,7 +318,7 @@ class PlainJob:
     """
 
     def __init__(
-        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], trigger_id: int | None
+        self, client: Any, follower: JobFollower, fn_index: int, data: list[Any], event: dict[str, Any] | None
     ) -> None:
         self.client = client
         self.fn_index = fn_index
@@ -325,7 +326,7 @@ class PlainJob:
 
         def call() -> None:
             try:
-                message = gci.predict(client, fn_index, data, trigger_id)
+                message = gci.predict(client, fn_index, data, event)
             except BaseException as exc:  # handed to the follower
                 self.future.set_exception(exc)
                 follower.on_done(self.future)
@@ -334,7 +335,7 @@ class PlainJob:
             follower.on_register(PLAIN_EVENT)
             follower.sink(PLAIN_EVENT, message)
 
-        threading.Thread(target=call, name="qwen-space call", daemon=True).start()
+        workers.spawn(call)
 
     def cancel(self) -> None:
         """Nothing to stop: the Space runs an unqueued call to its end."""
@@ -342,7 +343,7 @@ class PlainJob:
 
 def submit(
     client: Any, follower: JobFollower, fn_index: int, data: list[Any], args: list[Any],
-    trigger_id: int | None = None, *, queued: bool = True, tapped: bool = False,
+    event: dict[str, Any] | None = None, *, queued: bool = True, tapped: bool = False,
 ) -> Any:
     """Submit a step whose end (result or error) reaches `follower` through its channel.
 
@@ -352,9 +353,9 @@ def submit(
     threads. Otherwise `Client.submit` (it only queues the work on gradio_client's executor).
     """
     if not queued:
-        return PlainJob(client, follower, fn_index, data, trigger_id)
+        return PlainJob(client, follower, fn_index, data, event)
     if tapped and gci.join_supported():
-        return DirectJob(client, follower, fn_index, data, trigger_id)
+        return DirectJob(client, follower, fn_index, data, event)
     job = client.submit(*args, fn_index=fn_index)
     job.add_done_callback(follower.on_done)
     return job

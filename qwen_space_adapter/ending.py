@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from . import _gc_internals as gci
-from . import session
+from . import session, workers
 from .bridge import Channel
 
 READER_GRACE = 1.0  # seconds a turn waits for the Space to close its stream by itself (it does so at once)
@@ -58,7 +58,7 @@ class Ending:
         self._callbacks: list[Callable[[], None]] = []
         with _RUNNING_GUARD:
             _RUNNING.add(self)
-        threading.Thread(target=self._run, args=(client, list(jobs)), name="qwen-space ending", daemon=True).start()
+        workers.spawn(self._run, client, list(jobs))
 
     def _run(self, client: Any, jobs: list[Any]) -> None:
         try:
@@ -102,12 +102,12 @@ def end_client(client: Any, jobs: list[Any]) -> None:
     for job in jobs:
         _wait(getattr(job, "future", None), CALL_GRACE)
     for job in jobs:
-        _bounded(job.cancel, CALL_GRACE)
-    if not _bounded(_join_reader, READER_GRACE, client):
-        _bounded(client.end_reader, READER_JOIN)
-        _bounded(_join_reader, READER_JOIN, client)
+        workers.run_bounded(job.cancel, CALL_GRACE)
+    if not workers.run_bounded(_join_reader, READER_GRACE, client):
+        workers.run_bounded(client.end_reader, READER_JOIN)
+        workers.run_bounded(_join_reader, READER_JOIN, client)
     if jobs:
-        _bounded(drain, DRAIN_LIMIT, client)
+        workers.run_bounded(drain, DRAIN_LIMIT, client)
     session.close_client(client, wait=False)
 
 
@@ -153,23 +153,6 @@ def _wait(future: concurrent.futures.Future[Any] | None, timeout: float) -> None
         concurrent.futures.wait([future], timeout=timeout)
     except Exception:
         pass
-
-
-def _bounded(fn: Callable[..., Any], timeout: float, *args: Any) -> bool:
-    """Run a blocking call for at most `timeout` seconds; whether it ended. Never raises."""
-    result: list[bool] = []
-
-    def run() -> None:
-        try:
-            fn(*args)
-        except Exception:
-            pass
-        result.append(True)
-
-    thread = threading.Thread(target=run, name="qwen-space ending step", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result)
 
 
 def wait_all(timeout: float) -> bool:

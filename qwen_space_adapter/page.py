@@ -26,6 +26,7 @@ from typing import Any
 from .deltas import with_file_meta
 from .errors import APIChangedError
 
+OK, FAILED, CANCELLED = "ok", "failed", "cancelled"  # how a step ended, for `Page.runs`
 CHATBOT_TYPES = ("modelscopechatbot", "modelscopelegacychatbot", "chatbot")
 # In order of preference when a page has several inputs with a submit chain.
 INPUT_TYPES = (
@@ -65,6 +66,7 @@ class Step:
     queued: bool = True
     generator: bool = False
     only_on_success: bool = False
+    only_on_failure: bool = False  # a `.failure` step (Gradio 6)
     name: str = ""
     parent: int | None = None  # the step it is chained after (`trigger_after`), None for a trigger
 
@@ -122,6 +124,41 @@ class Page:
         """Which outputs gradio_client drops from a processed result (state, layout blocks)."""
         return tuple(t in LAYOUT_TYPES for t in self.output_types(step))
 
+    @property
+    def major(self) -> int:
+        """The Gradio major version: its frontend decides which chained steps run after what."""
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    def runs(self, step: Step, outcomes: dict[int, str]) -> bool:
+        """Whether the page's frontend runs `step`, given how the steps before it ended
+        (`OK`, `FAILED`, `CANCELLED`). A trigger always runs; a chained step after its parent:
+        - Gradio 4 and 5: every chained step after a success or a cancel (a cancel completes
+          the event), all but `.success` steps after a failure;
+        - Gradio 6: `.success` and `.then` steps after a success, `.failure` and `.then` steps
+          after a cancel, only `.failure` steps after a failure.
+        """
+        if step.parent is None:
+            return True
+        outcome = outcomes.get(step.parent)
+        if outcome is None:
+            return False
+        if self.major >= 6:
+            if outcome == OK:
+                return not step.only_on_failure
+            if outcome == CANCELLED:
+                return not step.only_on_success
+            return step.only_on_failure
+        return outcome != FAILED or not step.only_on_success
+
+    def event_fields(self, step: Step, trigger_id: int | None) -> dict[str, Any]:
+        """What the page sends with a step besides its data: the component whose event started
+        the chain, and the event's data. Gradio 6's frontend leaves `event_data` out for the
+        event's own step (it is undefined there) and sends null with the chained ones."""
+        if self.major >= 6 and step.parent is None:
+            return {"trigger_id": trigger_id}
+        return {"event_data": None, "trigger_id": trigger_id}
+
     def wire_data(self, step: Step, values: dict[int, Any]) -> list[Any]:
         """The step's inputs as the page sends them: every slot, state ones as their defaults
         (the server reads a State from the session and ignores what is sent)."""
@@ -140,7 +177,11 @@ class Page:
         if self._is_state(comp_id):
             return self.components[comp_id].default
         value = values.get(comp_id)
-        return with_file_meta(value) if comp_id == self.chatbot_id else value
+        if comp_id != self.chatbot_id:
+            return value
+        if self.chatbot_type.startswith("modelscope"):
+            return _with_files_lists(value)
+        return with_file_meta(value)
 
     def changed(self, step: Step, before: dict[int, Any], after: dict[int, Any]) -> list[int]:
         """The components with `.change` listeners whose value `step`'s outputs changed."""
@@ -201,8 +242,7 @@ class Page:
                 "gradio_client cannot stream. Point space= at a Space on Gradio 4 or newer."
             )
         components = {
-            c["id"]: Component(c["id"], c.get("type", ""), (c.get("props") or {}).get("value"),
-                               c.get("props") or {})
+            c["id"]: Component(c["id"], c.get("type", ""), _default(c.get("props") or {}), c.get("props") or {})
             for c in config.get("components", [])
         }
         deps = [_step_and_dep(i, d) for i, d in enumerate(config.get("dependencies", []))]
@@ -211,7 +251,7 @@ class Page:
             for comp_id, event in _targets(dep):
                 comp = components.get(comp_id)
                 if event == "submit" and comp is not None and comp.type in INPUT_TYPES and step is not None:
-                    chain = _chain(step, deps)
+                    chain = _chain(step, deps, _major(version))
                     streams = _answer(chain, components)
                     if streams is not None:
                         found.append((INPUT_TYPES.index(comp.type), comp_id, chain, streams))
@@ -231,7 +271,7 @@ class Page:
         for step, dep in deps:
             for comp_id, event in _targets(dep):
                 if event == "change" and step is not None and comp_id in components:
-                    listeners.setdefault(comp_id, []).append(tuple(_chain(step, deps)))
+                    listeners.setdefault(comp_id, []).append(tuple(_chain(step, deps, _major(version))))
         return cls(
             version=version,
             protocol=protocol,
@@ -266,13 +306,40 @@ def _step_and_dep(index: int, dep: dict[str, Any]) -> tuple[Step | None, dict[st
         queued=dep.get("queue") is not False,
         generator=bool((dep.get("types") or {}).get("generator")),
         only_on_success=bool(dep.get("trigger_only_on_success")),
+        only_on_failure=bool(dep.get("trigger_only_on_failure")),
         name=str(dep.get("api_name") or ""),
         parent=dep.get("trigger_after") if isinstance(dep.get("trigger_after"), int) else None,
     )
     return step, dep
 
 
-def _chain(first: Step, deps: list[tuple[Step | None, dict[str, Any]]]) -> list[Step]:
+def _default(props: dict[str, Any]) -> Any:
+    """A component's initial value in the page: `value`, or a `BrowserState`'s `default_value`."""
+    return props["value"] if "value" in props else props.get("default_value")
+
+
+def _with_files_lists(chatbot: Any) -> Any:
+    """A modelscope_studio chatbot as its page holds it: each message dict with a `files` list
+    (the Space sends `files: null` for a bot message; the page's component makes it `[]`)."""
+    if not isinstance(chatbot, list):
+        return chatbot
+
+    def fixed(message: Any) -> Any:
+        if isinstance(message, dict) and "files" in message and message["files"] is None:
+            return {**message, "files": []}
+        if isinstance(message, list):
+            return [fixed(m) for m in message]
+        return message
+
+    return [[fixed(side) for side in pair] if isinstance(pair, list) else pair for pair in chatbot]
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _chain(first: Step, deps: list[tuple[Step | None, dict[str, Any]]], major: int = 4) -> list[Step]:
     """The submit's step and every step chained after it, breadth first, as the browser runs them.
 
     A chained dependency without a backend function (JS only) is passed through: the steps
@@ -285,7 +352,13 @@ def _chain(first: Step, deps: list[tuple[Step | None, dict[str, Any]]]) -> list[
     ran_as = {first.fn_index: first.fn_index}  # a JS-only step stands for the backend step before it
     while frontier:
         parent = frontier.pop(0)
-        for dep_id, (step, dep) in sorted(by_id.items(), key=lambda kv: kv[0]):
+        # Siblings in the order the frontend dispatches them: config order; Gradio 6 dispatches
+        # a step's `.success` listeners before its `.then` ones.
+        order = sorted(
+            by_id.items(),
+            key=lambda kv: (major >= 6 and not kv[1][1].get("trigger_only_on_success"), kv[0]),
+        )
+        for dep_id, (step, dep) in order:
             if dep.get("trigger_after") == parent and dep_id not in seen:
                 seen.add(dep_id)
                 frontier.append(dep_id)

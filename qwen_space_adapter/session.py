@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import threading
+import urllib.parse
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -403,5 +404,7 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
         raise
     except Exception as exc:
         raise translate(exc, client.src) from None
-    return {"path": path, "orig_name": name, "size": len(data), "mime_type": mime_type, "url": None,
-            "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+    # The page's value for an uploaded file: where the Space serves it, and no `is_stream`.
+    url = urllib.parse.urljoin(client.src_prefixed, f"file={path}")
+    return {"path": path, "url": url, "orig_name": name, "size": len(data), "mime_type": mime_type,
+            "meta": {"_type": "gradio.FileData"}}

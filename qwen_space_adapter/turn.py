@@ -41,7 +41,7 @@ from .errors import (
 from .events import QueueStatus
 from .failures import is_config_mismatch, translate
 from .options import RequestOptions
-from .page import Page, Step
+from .page import CANCELLED, FAILED, OK, Page, Step
 from .session import SpaceInfo
 
 log = logging.getLogger("qwen_space_adapter")
@@ -158,6 +158,7 @@ class Turn:
         self.unfinished: list[Any] = []  # jobs left before their end: the ending cancels them
         self.last_outputs: list[Any] | None = None  # the answer step's outputs as last streamed
         self.ending: ending.Ending | None = None
+        self.fired: list[tuple[Step, dict[int, Any]]] = []  # steps whose change listeners are due
 
     def _restore(self) -> dict[int, Any]:
         page, conv = self.page, self.conversation
@@ -204,7 +205,8 @@ class Turn:
             router.follower = follower
         try:
             job = bridge.submit(
-                client, follower, step.fn_index, page.wire_data(step, self.values), args, trigger_id,
+                client, follower, step.fn_index, page.wire_data(step, self.values), args,
+                page.event_fields(step, trigger_id),
                 queued=step.queued, tapped=router is not None,
             )
         except Exception as exc:
@@ -242,11 +244,25 @@ class Turn:
             async for event in follow:
                 if isinstance(event, bridge.Completed):
                     self.page.apply(step, self.values, event.data)
-                    await self.run_listeners(step, before)
+                    await self.fire(step, before)
                     return event.data
         raise StreamInterruptedError(
             f"The Space at {self.info.target.url} ended a step without a result. Retry the request."
         )
+
+    async def fire(self, step: Step, before: dict[int, Any]) -> None:
+        """A step completed: run the `.change` listeners the previous step's outputs fired, and
+        keep this step's for after the next one. The frontend sends a completed step's chained
+        steps first and the change events its outputs caused on its next tick."""
+        previous, self.fired = self.fired, [(step, before)]
+        for fired, values in previous:
+            await self.run_listeners(fired, values)
+
+    async def flush(self) -> None:
+        """Run the change listeners still kept (the chain is over)."""
+        while self.fired:
+            fired, values = self.fired.pop(0)
+            await self.run_listeners(fired, values)
 
     async def run_listeners(self, step: Step, before: dict[int, Any], depth: int = 0) -> None:
         """Run the `.change` steps that `step`'s outputs fired, as the browser runs them: a
@@ -260,34 +276,34 @@ class Turn:
     async def run_tree(self, chain: tuple[Step, ...], trigger_id: int | None, depth: int = 0) -> None:
         """Run a chain that streams no answer: each step once its parent ran, `.success` steps
         only after a parent that succeeded (`only_on_success`), as the page runs a chain."""
-        outcomes: dict[int, bool] = {}
+        outcomes: dict[int, str] = {}
         for step in chain:
-            if not _runs(step, outcomes):
+            if not self.page.runs(step, outcomes):
                 continue
             before = dict(self.values)
             async with aclosing(self.follow(step, trigger_id)) as follow:
                 async for event in follow:
                     if isinstance(event, bridge.Completed):
                         self.page.apply(step, self.values, event.data)
-            outcomes[step.fn_index] = True
+            outcomes[step.fn_index] = OK
             await self.run_listeners(step, before, depth)
 
-    async def run_after(self, outcomes: dict[int, bool], trigger_id: int | None) -> None:
+    async def run_after(self, outcomes: dict[int, str], trigger_id: int | None) -> None:
         """The steps after the answer that the page runs (re-enabling the input, saving history).
 
         The answer is over, so a failure here is logged, not raised; each step is bounded.
         """
         page = self.page
         for step in page.chain[page.answer + 1 :]:
-            if not _runs(step, outcomes):
+            if not self.page.runs(step, outcomes):
                 continue
             try:
                 with anyio.fail_after(TRAILING_STEP_LIMIT):
                     await self.run_step(step, trigger_id)
-                outcomes[step.fn_index] = True
+                outcomes[step.fn_index] = OK
                 self.record()
             except (QwenSpaceError, TimeoutError) as exc:
-                outcomes[step.fn_index] = False
+                outcomes[step.fn_index] = FAILED
                 log.warning("the step after the answer (fn %d) failed: %s", step.fn_index, exc)
 
     async def run_pending(self) -> None:
@@ -298,17 +314,18 @@ class Turn:
         self.conversation.pending_steps = []
         if getattr(self.conversation, "app_id", None) != self.info.app_id:
             return  # another app: its page never ran that answer
-        outcomes = {self.page.answer_step.fn_index: True}
+        outcomes = {self.page.answer_step.fn_index: CANCELLED}
         steps = [step for step in self.page.chain[self.page.answer + 1 :] if step.fn_index in pending]
         for step in steps:
-            if _runs(step, outcomes):
+            if self.page.runs(step, outcomes):
                 try:
                     with anyio.fail_after(TRAILING_STEP_LIMIT):
                         await self.run_step(step, self.page.input_id)
-                    outcomes[step.fn_index] = True
+                    outcomes[step.fn_index] = OK
                 except (QwenSpaceError, TimeoutError) as exc:
-                    outcomes[step.fn_index] = False
+                    outcomes[step.fn_index] = FAILED
                     log.warning("the step after the stopped answer (fn %d) failed: %s", step.fn_index, exc)
+        await self.flush()
         self.record()
 
     def keep_partial(self) -> None:
@@ -320,16 +337,6 @@ class Turn:
 
 
 LISTENER_DEPTH = 3  # change listeners that fire change listeners: bounded, a page never loops us
-
-
-def _runs(step: Step, outcomes: dict[int, bool]) -> bool:
-    """Whether the page runs `step` given how the steps before it ended: a trigger always, a
-    `.then` step after its parent ran, a `.success` step only after its parent succeeded."""
-    if step.parent is None:
-        return True
-    if step.parent not in outcomes:
-        return False
-    return outcomes[step.parent] or not step.only_on_success
 
 
 async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
@@ -361,12 +368,12 @@ async def _run_chain(
         for step in page.load_steps:
             await _retrying(clock, partial(turn.run_step, step, None))
     trigger = page.input_id  # the page sends the submitting input's id with every step of its chain
-    outcomes: dict[int, bool] = {}
+    outcomes: dict[int, str] = {}
     for index, step in enumerate(page.chain[: page.answer]):
-        if not _runs(step, outcomes):
+        if not page.runs(step, outcomes):
             continue
         await _retrying(clock, partial(turn.run_step, step, trigger))
-        outcomes[step.fn_index] = True
+        outcomes[step.fn_index] = OK
         # What the page holds now is what it sends next (the user's message may enter the
         # chatbot only at a later step): record it, so a retry after a failure below continues
         # the conversation instead of starting it again.
@@ -374,7 +381,7 @@ async def _run_chain(
         if index == 0:
             conv.message_count = message_count  # the Space now holds the user's message
     answer = page.answer_step
-    if not _runs(answer, outcomes):
+    if not page.runs(answer, outcomes):
         raise APIChangedError("The Space's page skipped its answer step; update qwen_space_adapter.")
     if page.answer == 0:
         conv.message_count = message_count
@@ -424,8 +431,9 @@ async def _run_chain(
         # steps after the failed one (only `.success` steps are skipped).
         turn.keep_partial()
         kept = True
-        outcomes[answer.fn_index] = False
+        outcomes[answer.fn_index] = FAILED
         await turn.run_after(outcomes, trigger)
+        await turn.flush()
         raise
     finally:
         if not completed and not kept:
@@ -435,9 +443,11 @@ async def _run_chain(
             conv.pending_steps = [step.fn_index for step in page.chain[page.answer + 1 :]]
     for item in tracker.finish():  # text held back for a last update that carried no chatbot
         yield item
-    outcomes[answer.fn_index] = True
-    await turn.run_listeners(answer, before)
+    outcomes[answer.fn_index] = OK
+    await turn.fire(answer, before)
     await turn.run_after(outcomes, trigger)
+    await turn.flush()
+    turn.record()
 
 
 def _holds_message(chatbot: Any, prompt: str) -> bool:

@@ -9,6 +9,7 @@ one agent, two agents, and two agents with @-mentions; and on Gradio 6.31, the g
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from qwen_space_adapter.deltas import DeltaTracker, answer_text
 from qwen_space_adapter.errors import APIChangedError
 from qwen_space_adapter.events import Reasoning, TextRewritten
-from qwen_space_adapter.page import Page, as_wire
+from qwen_space_adapter.page import CANCELLED, FAILED, OK, Page, Step, as_wire
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
 
@@ -36,7 +37,8 @@ LAYOUTS = [
     ("qwen-agent-0.0.34-2agents", "5.23.1", "modelscopelegacymultimodalinput", [1, 2, 3], 2),
     # clear+save the textbox, append the message, (.success: swap the buttons), the answer,
     # copy the chatbot into the history state, (.then: restore the buttons), re-enable, save
-    ("gradio6-chatinterface", "6.31.0", "multimodaltextbox", [0, 1, 14, 2, 3, 16, 4, 5], 2),
+    # Gradio 6 dispatches a step's `.success` listeners (14) before its `.then` ones (1).
+    ("gradio6-chatinterface", "6.31.0", "multimodaltextbox", [0, 14, 1, 2, 3, 16, 4, 5], 2),
 ]
 
 
@@ -263,3 +265,21 @@ def test_the_placeholder_of_a_later_part_is_a_status():
     text, events = _stream(snaps)
     assert text == "Tool call\n\nAnswer"
     assert [type(e) for e in events] == [Reasoning, Reasoning]
+
+
+def test_which_chained_steps_run_follows_the_gradio_generations_frontend():
+    """Gradio 4/5 run `.then` steps after a failure (not `.success` ones) and everything after a
+    success or a cancel; Gradio 6 runs only `.failure` steps after a failure, `.then` and
+    `.failure` after a cancel, `.success` and `.then` after a success."""
+    then, success, failure = (Step(9, (), (), parent=1), Step(8, (), (), only_on_success=True, parent=1),
+                              Step(7, (), (), only_on_failure=True, parent=1))
+    for version, expected in {
+        "4.44.0": {OK: (True, True, True), FAILED: (True, False, True), CANCELLED: (True, True, True)},
+        "6.31.0": {OK: (True, True, False), FAILED: (False, False, True), CANCELLED: (True, False, True)},
+    }.items():
+        page = Page.from_config(config("gradio6-chatinterface"))
+        page = dataclasses.replace(page, version=version)
+        for outcome, runs in expected.items():
+            got = tuple(page.runs(step, {1: outcome}) for step in (then, success, failure))
+            assert got == runs, (version, outcome, got)
+        assert not page.runs(then, {}), "a step whose parent did not run never runs"

@@ -5,12 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+from qwen_space_adapter import workers
+
 # trio and anyio keep idle worker threads cached for a while by design: not leaks.
 CACHED_THREADS = ("Trio thread", "AnyIO worker thread")
 
 
 def thread_count() -> int:
-    return sum(1 for t in threading.enumerate() if not t.name.startswith(CACHED_THREADS))
+    """Threads that do something: the adapter's idle workers are a cache (they end after a few
+    seconds idle), its busy ones count."""
+    idle_cache = (*CACHED_THREADS, workers.WORKER_NAME)
+    return sum(1 for t in threading.enumerate() if not t.name.startswith(idle_cache)) + workers.busy()
 
 
 def settle_threads(baseline: int, within: float = 15.0) -> int:
@@ -19,6 +24,7 @@ def settle_threads(baseline: int, within: float = 15.0) -> int:
     deadline = time.monotonic() + within
     while thread_count() > baseline and time.monotonic() < deadline:
         for t in threading.enumerate():
-            if not t.name.startswith(CACHED_THREADS) and t is not threading.current_thread():
+            if not t.name.startswith((*CACHED_THREADS, workers.WORKER_NAME)) and t is not threading.current_thread():
                 t.join(timeout=0.1)
+        time.sleep(0.02)  # busy workers end by themselves: poll them within the bound
     return thread_count()
