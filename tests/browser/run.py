@@ -1,0 +1,81 @@
+"""One flavor's browser-equivalence run: both clients through their own recording proxy in front
+of the same replica, normalised and compared. Used by the test and by `python -m tests.browser.dump`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .compare import ACCEPTED, Normaliser, diff, summary
+from .driver import run_browser
+from .proxy import RecordingProxy
+from .scenario import Outcome, run_adapter, turns
+
+
+@dataclass(frozen=True)
+class Case:
+    """A replica flavor to judge: its id in the test matrix and its `ReplicaSettings`."""
+
+    id: str
+    settings: dict[str, Any]
+    known: tuple[str, ...] = ()  # the known differences it shows today (issue 18), for the xfail reason
+
+    @property
+    def mention(self) -> bool:
+        return bool(self.settings.get("mention"))
+
+
+@dataclass
+class Result:
+    """Both recordings, raw and normalised, and what differs."""
+
+    config: dict[str, Any]
+    browser_raw: list[dict[str, Any]]
+    adapter_raw: list[dict[str, Any]]
+    browser_outcomes: list[Outcome]
+    adapter_outcomes: list[Outcome]
+    browser: list[dict[str, Any]] = field(default_factory=list)
+    adapter: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        norm = Normaliser(self.config)
+        self.browser, self.adapter = norm.steps(self.browser_raw), norm.steps(self.adapter_raw)
+
+    @property
+    def diff(self) -> str:
+        return diff(self.browser, self.adapter)
+
+    @property
+    def differences(self) -> list[str]:
+        return summary(self.browser, self.adapter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": [{"name": a.name, "path": a.path.pattern, "why": a.why} for a in ACCEPTED],
+            "differences": self.differences,
+            "diff": self.diff.splitlines(),
+            "browser": self.browser,
+            "adapter": self.adapter,
+            "outcomes": {"browser": [o.__dict__ for o in self.browser_outcomes],
+                         "adapter": [o.__dict__ for o in self.adapter_outcomes]},
+            "raw": {"browser": self.browser_raw, "adapter": self.adapter_raw},
+            "config": self.config,
+        }
+
+
+def run_case(chromium: Any, replica_url: str, mention: bool, folder: Path | None = None) -> Result:
+    """Play the scenario on `replica_url` with the browser, then with the adapter, each recorded."""
+    folder = folder or Path(tempfile.mkdtemp(prefix="qwen-browser-"))
+    scenario = turns(mention)
+    config = httpx.get(replica_url.rstrip("/") + "/config", timeout=30).json()
+    with RecordingProxy(replica_url, "browser") as proxy:
+        browser_outcomes = run_browser(chromium, proxy, scenario, folder)
+        browser_raw = proxy.recording()
+    with RecordingProxy(replica_url, "adapter") as proxy:
+        adapter_outcomes = run_adapter(proxy, scenario, folder)
+        adapter_raw = proxy.recording()
+    return Result(config, browser_raw, adapter_raw, browser_outcomes, adapter_outcomes)
