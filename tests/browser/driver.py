@@ -84,6 +84,8 @@ def run_browser(chromium: Any, proxy: Any, scenario: list[Turn], folder: Path) -
     context.set_default_timeout(TIMEOUT_MS)
     context.route("**/*", _local_only)
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     outcomes = []
     try:
         proxy.mark(None)
@@ -92,7 +94,11 @@ def run_browser(chromium: Any, proxy: Any, scenario: list[Turn], folder: Path) -
         proxy.wait_idle(ignore=HEARTBEAT)
         for turn in scenario:
             proxy.mark(turn.label)
-            outcomes.append(_turn(page, proxy, turn, folder))
+            try:
+                outcomes.append(_turn(page, proxy, turn, folder))
+            except Exception as e:
+                raise AssertionError(f"the page did not finish turn {turn.label!r}: {e}; "
+                                     f"errors in the page: {errors or 'none'}") from e
     finally:
         context.close()
     return outcomes
@@ -102,11 +108,10 @@ def _turn(page: Any, proxy: Any, turn: Turn, folder: Path) -> Outcome:
     done = page.evaluate(_COUNT, DONE_MARK)
     faults = page.evaluate(_COUNT, FAULT_MARK)
     if turn.attach:
-        uploads = _uploads(proxy.exchanges)
-        page.locator("input[type=file]").first.set_input_files(str(document(folder)))
-        proxy.wait_for(lambda xs: _uploads(xs) > uploads)
-        proxy.wait_idle(ignore=HEARTBEAT)
+        _attach(page, document(folder))
+        # a person submits once the page shows the file; pages upload on choosing (or on submit)
         page.wait_for_function("(n) => document.body.innerText.includes(n)", arg=document(folder).name)
+        proxy.wait_idle(ignore=HEARTBEAT)
     box = page.locator("textarea:visible").first
     box.click()
     box.fill(turn.text)
@@ -119,5 +124,14 @@ def _turn(page: Any, proxy: Any, turn: Turn, folder: Path) -> Outcome:
     return Outcome(text=texts, error=FAULT_MARK if turn.fails else None)
 
 
-def _uploads(exchanges: list[Any]) -> int:
-    return sum(1 for x in exchanges if x.path.endswith("/upload") and x.done)
+def _attach(page: Any, path: Path) -> None:
+    """Attach a file as a person does: click the input's upload button, pick the file in the chooser.
+    (A page whose file input has no button beside it gets the file set on the input itself.)"""
+    field = page.locator("input[type=file]").first
+    button = field.locator("xpath=..").locator("button")
+    if button.count():
+        with page.expect_file_chooser() as chooser:
+            button.first.click()
+        chooser.value.set_files(str(path))
+    else:
+        field.set_input_files(str(path))
