@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.compare import kinds
 from tests.browser.fixtures import chromium  # noqa: F401  (the session's browser fixture)
 from tests.browser.run import Case, Result, run_case
 from tests.browser.scenario import DOCUMENT_NAME, DOCUMENT_TEXT, turns
@@ -105,6 +106,7 @@ def test_the_adapter_runs_the_page_as_its_browser_does(equivalence: tuple[Case, 
                                               + "; ".join(case.known)))
     differences = result.differences
     assert not differences and not result.diff, (
-        "the adapter's wire differs from the page's browser:\n  " + "\n  ".join(differences)
+        "the adapter's wire differs from the page's browser; by kind:\n  " + "\n  ".join(kinds(differences))
+        + "\n\nevery difference:\n  " + "\n  ".join(differences)
         + "\n\nnormalised recordings, browser vs adapter:\n" + result.diff
     )

@@ -229,3 +229,15 @@ def summary(browser: list[dict[str, Any]], adapter: list[dict[str, Any]]) -> lis
             found.extend(f"turn {t['turn']!r} {_label(e)}: {s.lstrip('.')}" for s in sub)
     found.extend(f"turn {k!r}: only the adapter has it" for k in by_turn)
     return found
+
+
+def kinds(differences: list[str]) -> list[str]:
+    """The differences grouped by kind (turn names and list indices left out), with their counts:
+    the short list to fix against; `summary` has every occurrence."""
+    counts: dict[str, int] = {}
+    for line in differences:
+        key = re.sub(r"^turn '[^']*'", "turn *", line)
+        key = re.sub(r"\[\d+\]", "[*]", key)
+        key = re.sub(r"(browser|adapter) (\[\{|\{).*?( != | lacks| ,|$)", r"\1 <value>\3", key)
+        counts[key] = counts.get(key, 0) + 1
+    return [f"{n:3d}x {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]

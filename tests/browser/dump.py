@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qwen_space_adapter.replica import Replica, ReplicaSettings
 
+from .compare import kinds
 from .driver import browser
 from .run import run_case
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_case(chromium, str(replica.url), args.mention)
     args.output.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     print(f"{args.output}: {len(result.differences)} difference(s) in {time.monotonic() - started:.1f}s")
-    for line in result.differences:
+    for line in kinds(result.differences):
         print("  " + line)
     return 1 if result.differences else 0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .compare import ACCEPTED, Normaliser, diff, summary
+from .compare import ACCEPTED, Normaliser, diff, kinds, summary
 from .driver import run_browser
 from .proxy import RecordingProxy
 from .scenario import Outcome, run_adapter, turns
@@ -56,6 +56,7 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {
             "accepted": [{"name": a.name, "path": a.path.pattern, "why": a.why} for a in ACCEPTED],
+            "kinds": kinds(self.differences),
             "differences": self.differences,
             "diff": self.diff.splitlines(),
             "browser": self.browser,
