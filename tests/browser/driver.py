@@ -27,6 +27,7 @@ ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 TIMEOUT_MS = 60_000
+STUCK_MS = 20_000  # a page that re-enables its input after a failure does so in milliseconds
 DONE_MARK = "Generation details"  # the replica's summary block: only a finished answer has it
 FAULT_MARK = "Replica fault"  # the replica's error message, shown in the page's toast
 
@@ -96,9 +97,10 @@ def run_browser(chromium: Any, proxy: Any, scenario: list[Turn], folder: Path) -
             proxy.mark(turn.label)
             try:
                 outcomes.append(_turn(page, proxy, turn, folder))
-            except Exception as e:
-                raise AssertionError(f"the page did not finish turn {turn.label!r}: {e}; "
-                                     f"errors in the page: {errors or 'none'}") from e
+            except Exception as e:  # kept, so the recording so far is still compared and dumped
+                outcomes.append(Outcome(unfinished=f"the page did not finish turn {turn.label!r}: "
+                                        f"{str(e).splitlines()[0]}; errors in the page: {errors or 'none'}"))
+                break
     finally:
         context.close()
     return outcomes
@@ -108,9 +110,9 @@ def _turn(page: Any, proxy: Any, turn: Turn, folder: Path) -> Outcome:
     done = page.evaluate(_COUNT, DONE_MARK)
     faults = page.evaluate(_COUNT, FAULT_MARK)
     if turn.attach:
+        uploads = _uploads(proxy.exchanges)
         _attach(page, document(folder))
-        # a person submits once the page shows the file; pages upload on choosing (or on submit)
-        page.wait_for_function("(n) => document.body.innerText.includes(n)", arg=document(folder).name)
+        _attached(page, proxy, document(folder).name, uploads)
         proxy.wait_idle(ignore=HEARTBEAT)
     box = page.locator("textarea:visible").first
     box.click()
@@ -118,17 +120,47 @@ def _turn(page: Any, proxy: Any, turn: Turn, folder: Path) -> Outcome:
     box.press("Enter")
     mark, before = (FAULT_MARK, faults) if turn.fails else (DONE_MARK, done)
     page.wait_for_function(f"([m, n]) => ({_COUNT})(m) > n", arg=[mark, before])
-    page.wait_for_function(_SETTLED)
+    try:
+        page.wait_for_function(_SETTLED, timeout=STUCK_MS if turn.fails else TIMEOUT_MS)
+    except Exception as e:
+        proxy.wait_idle(ignore=HEARTBEAT)
+        raise TimeoutError(f"the chat input stayed disabled (or the stop button shown) {STUCK_MS // 1000}s after "
+                           "the failed answer, with nothing in flight: a person cannot ask again on this page"
+                           if turn.fails else str(e)) from e
     proxy.wait_idle(ignore=HEARTBEAT)
     texts = page.evaluate("() => document.body.innerText")
     return Outcome(text=texts, error=FAULT_MARK if turn.fails else None)
+
+
+def _uploads(exchanges: list[Any]) -> int:
+    return sum(1 for x in exchanges if x.path.endswith("/upload") and x.done)
+
+
+def _attached(page: Any, proxy: Any, name: str, before: int) -> None:
+    """Wait until the page has the file, as a person sees it: the page names it (modelscope's
+    input, which uploads only on submit) or its upload is done (Gradio 6 shows an icon, no name).
+    Two sources, so it polls both, each wait bounded; the total is bounded by TIMEOUT_MS."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        if _uploads(proxy.exchanges) > before:
+            return
+        try:
+            page.wait_for_function("(n) => document.body.innerHTML.includes(n)", arg=name, timeout=200)
+            return
+        except Exception:  # Playwright's TimeoutError: look at the wire again
+            continue
+    raise TimeoutError(f"the page never showed nor uploaded {name}")
 
 
 def _attach(page: Any, path: Path) -> None:
     """Attach a file as a person does: click the input's upload button, pick the file in the chooser.
     (A page whose file input has no button beside it gets the file set on the input itself.)"""
     field = page.locator("input[type=file]").first
-    button = field.locator("xpath=..").locator("button")
+    button = field.locator("xpath=..").locator("button")  # modelscope: the input's sibling button
+    if not button.count():  # Gradio 6: the input sits in a hidden drop zone, the button elsewhere
+        button = page.locator("button[data-testid=upload-button]:visible, button.upload-button:visible")
     if button.count():
         with page.expect_file_chooser() as chooser:
             button.first.click()

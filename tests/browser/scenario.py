@@ -54,6 +54,7 @@ class Outcome:
 
     text: str = ""
     error: str | None = None
+    unfinished: str | None = None  # the client could not play this turn (why); later turns were not played
 
 
 def run_adapter(proxy: Any, scenario: list[Turn], folder: Path) -> list[Outcome]:
