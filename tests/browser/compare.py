@@ -133,7 +133,8 @@ class Normaliser:
                 "body": x.get("json"), "status": x["status"]}
 
     def _step(self, route: str, x: dict[str, Any], completed: dict[str, Any]) -> dict[str, Any]:
-        body = x.get("json") if isinstance(x.get("json"), dict) else {}
+        raw = x.get("json")
+        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
         fn = body.get("fn_index")
         ins, outs = self.slots.get(fn, (set(), set())) if isinstance(fn, int) else (set(), set())
         data = body.get("data")
