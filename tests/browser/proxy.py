@@ -45,6 +45,8 @@ class Exchange:
     response_json: Any = None
     sse: list[Any] = field(default_factory=list)
     done: bool = False
+    started: float = 0.0  # seconds since the proxy started (for reading a dump; never compared)
+    finished: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "done"}
@@ -97,6 +99,7 @@ class RecordingProxy:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.url = ""
+        self._t0 = time.monotonic()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> str:
@@ -231,13 +234,13 @@ class RecordingProxy:
         elif body:
             x.json = body.decode("utf-8", "replace")
         with self._lock:
-            x.seq, x.turn = len(self.exchanges), self.turn
+            x.seq, x.turn, x.started = len(self.exchanges), self.turn, round(time.monotonic() - self._t0, 3)
             self.exchanges.append(x)
         return x
 
     def _finish(self, x: Exchange) -> None:
         with self._idle:
-            x.done = True
+            x.done, x.finished = True, round(time.monotonic() - self._t0, 3)
             self._idle.notify_all()
 
     async def _forward(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
