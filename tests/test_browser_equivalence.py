@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,9 @@ def test_the_browser_played_the_session(equivalence: tuple[Case, Result]) -> Non
     document went up with its bytes, name and type, the failed answer failed and the next turn was
     answered. A driver that never submitted (or waited on the wrong thing) fails here, not silently."""
     case, result = equivalence
+    if result.retried:
+        warnings.warn(f"{case.id}: the page's script crashed and the browser's run was played again: "
+                      f"{result.retried}", stacklevel=1)
     unfinished = [o.unfinished for o in result.browser_outcomes if o.unfinished]
     assert not unfinished, unfinished[0]
     scenario = turns(case.mention)

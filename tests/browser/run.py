@@ -38,6 +38,7 @@ class Result:
     adapter_raw: list[dict[str, Any]]
     browser_outcomes: list[Outcome]
     adapter_outcomes: list[Outcome]
+    retried: list[str] = field(default_factory=list)  # why the browser's run was played again
     browser: list[dict[str, Any]] = field(default_factory=list)
     adapter: list[dict[str, Any]] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {
             "accepted": [{"name": a.name, "path": a.path.pattern, "why": a.why} for a in ACCEPTED],
+            "browser_retried": self.retried,
             "kinds": kinds(self.differences),
             "differences": self.differences,
             "diff": self.diff.splitlines(),
@@ -73,10 +75,19 @@ def run_case(chromium: Any, replica_url: str, mention: bool, folder: Path | None
     folder = folder or Path(tempfile.mkdtemp(prefix="qwen-browser-"))
     scenario = turns(mention)
     config = httpx.get(replica_url.rstrip("/") + "/config", timeout=30).json()
-    with RecordingProxy(replica_url, "browser") as proxy:
-        browser_outcomes = run_browser(chromium, proxy, scenario, folder)
-        browser_raw = proxy.recording()
+    retried: list[str] = []
+    for _attempt in range(2):
+        with RecordingProxy(replica_url, "browser") as proxy:
+            browser_outcomes = run_browser(chromium, proxy, scenario, folder)
+            browser_raw = proxy.recording()
+        crashes = [o.unfinished for o in browser_outcomes if o.unfinished and "errors in the page: [" in o.unfinished]
+        crash = crashes[0] if crashes else None
+        if crash is None:
+            break
+        # The page's own script threw (seen once on 0.0.34: a race in its chatbot while a streamed answer
+        # arrives on a loaded machine): a fresh tab, a fresh session, once. A second crash is reported.
+        retried.append(crash)
     with RecordingProxy(replica_url, "adapter") as proxy:
         adapter_outcomes = run_adapter(proxy, scenario, folder)
         adapter_raw = proxy.recording()
-    return Result(config, browser_raw, adapter_raw, browser_outcomes, adapter_outcomes)
+    return Result(config, browser_raw, adapter_raw, browser_outcomes, adapter_outcomes, retried=retried)
