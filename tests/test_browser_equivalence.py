@@ -120,3 +120,56 @@ def test_the_adapter_runs_the_page_as_its_browser_does(equivalence: tuple[Case, 
         + "\n\nevery difference:\n  " + "\n  ".join(differences)
         + "\n\nnormalised recordings, browser vs adapter:\n" + result.diff
     )
+
+
+def _exchange(turn: str | None, method: str, path: str, body: Any = None, response: Any = None,
+              sse: list[Any] | None = None, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"turn": turn, "method": method, "path": path, "query": query or {}, "json": body, "parts": None,
+            "status": 200, "response_json": response, "sse": sse or []}
+
+
+def _client(session: str, port: int, upload: str, *, trigger: bool = True, page: bool = True) -> list[dict[str, Any]]:
+    """A small synthetic recording of one turn with an upload, as either client could make it."""
+    ids = {"trigger_id": 5, "event_data": None} if trigger else {}
+    file = {"path": upload, "url": f"http://127.0.0.1:{port}/file={upload}", "orig_name": "minutes.txt"}
+    xs = [_exchange(None, "GET", "/"), _exchange(None, "GET", f"/heartbeat/{session}")] if page else [
+        _exchange(None, "GET", "/config"), _exchange("t", "GET", "/app_id")]
+    xs += [
+        {**_exchange("t", "POST", "/upload", response=[upload]),
+         "parts": [{"name": "files", "filename": "minutes.txt", "content_type": "text/plain", "bytes": "4217"}]},
+        _exchange("t", "POST", "/run/predict", {"fn_index": 0, "data": [{"files": [file], "text": "hi"}, [], ["x"]],
+                                                "session_hash": session, **ids},
+                  {"data": [None, [["hi", None]], None], "duration": port / 1000}),
+        _exchange("t", "POST", "/queue/join", {"fn_index": 1, "data": [[["hi", None]], None],
+                                               "session_hash": session, **ids}, {"event_id": f"e{port}"}),
+        _exchange("t", "GET", "/queue/data", query={"session_hash": [session]}, sse=[
+            {"msg": "process_completed", "event_id": f"e{port}", "success": True,
+             "output": {"data": [[["hi", f"file {upload}"]], None], "duration": port}}]),
+    ]
+    return xs
+
+
+CONFIG = {"components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}, {"id": 3, "type": "state"}],
+          "dependencies": [{"inputs": [1, 2, 3], "outputs": [1, 2, 3]}, {"inputs": [2, 3], "outputs": [2, 3]}]}
+
+
+def test_the_comparison_normalises_only_what_two_clients_legitimately_differ_in() -> None:
+    """Sessions, ports, upload paths, event ids, timings, State slots and the page's own requests
+    are normalised; a missing `trigger_id` or a step run elsewhere is not. Fast: no browser."""
+    from tests.browser.compare import Normaliser, diff, summary
+
+    norm = Normaliser(CONFIG)
+    browser = norm.steps(_client("aaaa1111", 40001, "/tmp/gradio/" + "a" * 40 + "/minutes.txt"))
+    adapter = norm.steps(_client("bbbb2222", 40002, "/tmp/gradio/" + "b" * 40 + "/minutes.txt", page=False))
+    assert diff(browser, adapter) == "" and summary(browser, adapter) == []
+
+    bare = norm.steps(_client("bbbb2222", 40002, "/tmp/x/minutes.txt", trigger=False, page=False))
+    found = summary(browser, bare)
+    assert any("trigger_id: browser 5 != adapter \"<absent>\"" in f for f in found), found
+    assert "- \"trigger_id\": 5" in diff(browser, bare)  # the readable diff shows it too
+
+    queued = _client("bbbb2222", 40002, "/tmp/x/minutes.txt", page=False)
+    queued[3]["path"] = "/queue/join"  # the unqueued step sent to the queue
+    found = summary(browser, norm.steps(queued))
+    assert any("browser ran [upload, run/predict fn 0, queue/join fn 1]; adapter ran [upload, queue/join fn 0" in f
+               for f in found), found
