@@ -29,27 +29,28 @@ from tests.browser.fixtures import chromium  # noqa: F401  (the session's browse
 from tests.browser.run import Case, Result, run_case
 from tests.browser.scenario import DOCUMENT_NAME, DOCUMENT_TEXT, turns
 
-QUEUED = "unqueued add_text sent to /queue/join, not /run/predict"
-TRIGGER = "no trigger_id / event_data on any step"
-THEN = "the .then step after a failed answer (flushed) not run"
-NULL_CHATBOT = "the chatbot after a failed answer sent as null, not the partial answer"
-BOT_FILES = "bot messages sent back with files: null where the page sends []"
-FILEDATA = "an uploaded file sent without its url, with is_stream"
-CHANGE = "the agent selector's .change step (change_agent) after an @-mention not run"
-ORDER = "steps that two listeners of one step start run in another order (fn 14 before fn 1, fn 16 before fn 3)"
-STUCK = "after a failed answer the page leaves its input disabled: the browser cannot play the next turn"
-LOST_MENTION = "after a failed answer the chatbot sent back is add_text's: add_mention's '@Agent ' prefix is lost"
+# The differences the judge finds on main (96f969e), named once. The engine already sends unqueued steps
+# to /run/predict, trigger_id/event_data on every step, runs .then after a failure and sends back the
+# partial answer; these are what is left.
+BOT_FILES = "bot messages sent back with files: null where the page holds and sends []"
+FILEDATA = "an uploaded file sent without its url (the page sends <origin>/file=<path>), with is_stream: false"
+CHANGE_ORDER = "the .change step (change_agent, fn 0) run right after add_mention, the page runs it after agent_run"
+G6_ORDER = ("two listeners of one step run in config order (fn 1 before fn 14, fn 3 before fn 16); "
+            "the page runs 14 and 16 first")
+G6_EVENT_DATA = "event_data: null sent on the submit's first step, where the page sends no event_data field"
+G6_BROWSERSTATE = "gr.BrowserState input of _save_conversation (fn 5) sent as null, the page sends its value []"
+G6_THEN = "after a failed answer the adapter runs the .then steps (3, 16, 4, 5); the Gradio 6 page runs none"
+G6_STUCK = ("after a failed answer the Gradio 6 page keeps its input disabled and the Stop button shown: "
+            "a person cannot ask the next turn (a page behaviour, not the adapter's)")
 
 CASES = [
-    # QUEUED once the hand app's add_text is unqueued (e82068f, on the gradio6 branch)
-    Case("hand", {"ui": "hand"}, known=(QUEUED, TRIGGER, NULL_CHATBOT, BOT_FILES, FILEDATA)),
-    Case("qwen-agent-0.0.11", {"ui": "qwen-agent"}, known=(QUEUED, TRIGGER, THEN, NULL_CHATBOT, BOT_FILES, FILEDATA)),
+    Case("hand", {"ui": "hand"}, known=(BOT_FILES, FILEDATA)),
+    Case("qwen-agent-0.0.11", {"ui": "qwen-agent"}, known=(BOT_FILES, FILEDATA)),
     Case("qwen-agent-0.0.11-2-agents-mention", {"ui": "qwen-agent", "agents": 2, "mention": True},
-         known=(QUEUED, TRIGGER, THEN, CHANGE, LOST_MENTION, NULL_CHATBOT, BOT_FILES, FILEDATA)),
-    Case("qwen-agent-0.0.34", {"ui": "qwen-agent==0.0.34"},
-         known=(QUEUED, TRIGGER, THEN, NULL_CHATBOT, BOT_FILES, FILEDATA)),
-    # Measured on the gradio6 branch (b5a0c87); the page itself cannot play the turn after a failure.
-    Case("gradio6", {"ui": "gradio6"}, known=(QUEUED, TRIGGER, ORDER, STUCK)),
+         known=(BOT_FILES, FILEDATA, CHANGE_ORDER)),
+    Case("qwen-agent-0.0.34", {"ui": "qwen-agent==0.0.34"}, known=(BOT_FILES, FILEDATA)),
+    Case("gradio6", {"ui": "gradio6"}, known=(G6_ORDER, G6_EVENT_DATA, G6_BROWSERSTATE, FILEDATA, G6_THEN),
+         page_limits=(G6_STUCK,)),
 ]
 
 
@@ -82,11 +83,14 @@ def equivalence(request: pytest.FixtureRequest, chromium: Any, qwen_shared_repli
     return case, result
 
 
-def test_the_browser_played_the_session(equivalence: tuple[Case, Result]) -> None:
+def test_the_browser_played_the_session(equivalence: tuple[Case, Result], request: pytest.FixtureRequest) -> None:
     """The judge itself works: every turn of the browser's recording ran the page's chain, the
     document went up with its bytes, name and type, the failed answer failed and the next turn was
     answered. A driver that never submitted (or waited on the wrong thing) fails here, not silently."""
     case, result = equivalence
+    if case.page_limits:
+        request.applymarker(pytest.mark.xfail(strict=False, reason="the page cannot play the scenario: "
+                                              + "; ".join(case.page_limits)))
     if result.retried:
         warnings.warn(f"{case.id}: the page's script crashed and the browser's run was played again: "
                       f"{result.retried}", stacklevel=1)
