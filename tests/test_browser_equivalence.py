@@ -1,0 +1,179 @@
+"""The adapter runs the Space's page as the page's own browser does: the browser is the judge.
+
+For every replica flavor, headless Chromium plays a person's session on the page (type, Enter, the
+upload button, a follow-up or an @-mention, an answer that fails mid-stream, a turn after it) and
+the adapter plays the same session through its public API, each through its own recording proxy
+in front of the same replica. The two wire recordings, normalised only where two clients
+legitimately differ (`tests/browser/compare.py`, `ACCEPTED`), must be equal: the same steps in the
+same order per turn, on the same routes, with the same `fn_index`, `data`, `trigger_id`,
+`event_data`, uploads and outputs. A failure prints the diff of the two recordings.
+
+Adding a flavor is one `Case` line. `QWEN_BROWSER_DUMP=DIR` writes each flavor's recordings to
+`DIR/<id>.json`; `python -m tests.browser.dump --ui ...` does the same for one flavor outside pytest.
+Flavors that differ today in ways issue 18 names are marked xfail (not strict) with those
+differences, so the marks come off as the engine is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.compare import kinds
+from tests.browser.fixtures import chromium  # noqa: F401  (the session's browser fixture)
+from tests.browser.run import Case, Result, run_case
+from tests.browser.scenario import DOCUMENT_NAME, DOCUMENT_TEXT, turns
+
+# The differences the judge finds on main (96f969e), named once. The engine already sends unqueued steps
+# to /run/predict, trigger_id/event_data on every step, runs .then after a failure and sends back the
+# partial answer; these are what is left.
+BOT_FILES = "bot messages sent back with files: null where the page holds and sends []"
+FILEDATA = "an uploaded file sent without its url (the page sends <origin>/file=<path>), with is_stream: false"
+CHANGE_ORDER = "the .change step (change_agent, fn 0) run right after add_mention, the page runs it after agent_run"
+G6_ORDER = ("two listeners of one step run in config order (fn 1 before fn 14, fn 3 before fn 16); "
+            "the page runs 14 and 16 first")
+G6_EVENT_DATA = "event_data: null sent on the submit's first step, where the page sends no event_data field"
+G6_BROWSERSTATE = "gr.BrowserState input of _save_conversation (fn 5) sent as null, the page sends its value []"
+G6_THEN = "after a failed answer the adapter runs the .then steps (3, 16, 4, 5); the Gradio 6 page runs none"
+G6_STUCK = ("after a failed answer the Gradio 6 page keeps its input disabled and the Stop button shown: "
+            "a person cannot ask the next turn (a page behaviour, not the adapter's)")
+
+CASES = [
+    Case("hand", {"ui": "hand"}, known=(BOT_FILES, FILEDATA)),
+    Case("qwen-agent-0.0.11", {"ui": "qwen-agent"}, known=(BOT_FILES, FILEDATA)),
+    Case("qwen-agent-0.0.11-2-agents-mention", {"ui": "qwen-agent", "agents": 2, "mention": True},
+         known=(BOT_FILES, FILEDATA, CHANGE_ORDER)),
+    Case("qwen-agent-0.0.34", {"ui": "qwen-agent==0.0.34"}, known=(BOT_FILES, FILEDATA)),
+    Case("gradio6", {"ui": "gradio6"}, known=(G6_ORDER, G6_EVENT_DATA, G6_BROWSERSTATE, FILEDATA, G6_THEN),
+         page_limits=(G6_STUCK,)),
+]
+
+
+def _available(case: Case) -> str | None:
+    """Why a flavor cannot be started from this checkout (not there yet), or None."""
+    from qwen_space_adapter.errors import ReplicaError
+    from qwen_space_adapter.replica.flavors import flavor
+
+    try:
+        flavor(case.settings["ui"])
+    except ReplicaError as e:
+        return f"replica flavor {case.settings['ui']!r} is not in this checkout yet: {e}"
+    return None
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
+def equivalence(request: pytest.FixtureRequest, chromium: Any, qwen_shared_replica: Any,  # noqa: F811
+                tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Result]:
+    """Both clients' recordings of one flavor, played once and read by every test below."""
+    case: Case = request.param
+    reason = _available(case)
+    if reason:
+        pytest.skip(reason)
+    replica = qwen_shared_replica(**case.settings)
+    result = run_case(chromium, str(replica.url), case.mention, tmp_path_factory.mktemp(case.id))
+    folder = os.environ.get("QWEN_BROWSER_DUMP")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{case.id}.json").write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
+    return case, result
+
+
+def test_the_browser_played_the_session(equivalence: tuple[Case, Result], request: pytest.FixtureRequest) -> None:
+    """The judge itself works: every turn of the browser's recording ran the page's chain, the
+    document went up with its bytes, name and type, the failed answer failed and the next turn was
+    answered. A driver that never submitted (or waited on the wrong thing) fails here, not silently."""
+    case, result = equivalence
+    if case.page_limits:
+        request.applymarker(pytest.mark.xfail(strict=False, reason="the page cannot play the scenario: "
+                                              + "; ".join(case.page_limits)))
+    if result.retried:
+        warnings.warn(f"{case.id}: the page's script crashed and the browser's run was played again: "
+                      f"{result.retried}", stacklevel=1)
+    unfinished = [o.unfinished for o in result.browser_outcomes if o.unfinished]
+    assert not unfinished, unfinished[0]
+    scenario = turns(case.mention)
+    by_turn = {t["turn"]: t["entries"] for t in result.browser}
+    for turn in scenario:
+        steps = [e for e in by_turn.get(turn.label, []) if "fn_index" in e]
+        assert steps, f"the browser ran no step in turn {turn.label!r}"
+        assert any(turn.text in json.dumps(e["data"], ensure_ascii=False) for e in steps), turn.label
+        failed = [e for e in steps if "error" in e]
+        assert bool(failed) == turn.fails, f"turn {turn.label!r}: failed steps {failed}"
+    uploads = [e for e in by_turn[scenario[1].label] if e["route"] == "upload"]
+    assert [(p["filename"], p["bytes"]) for u in uploads for p in u["parts"]] == [(DOCUMENT_NAME, DOCUMENT_TEXT)]
+    assert "4217" in result.browser_outcomes[1].text  # the answer read the uploaded document
+    assert "4217" in result.adapter_outcomes[1].text, "the adapter's answer did not read the document"
+    assert result.adapter_outcomes[3].error and not result.adapter_outcomes[4].error
+
+
+def test_the_adapter_runs_the_page_as_its_browser_does(equivalence: tuple[Case, Result],
+                                                       request: pytest.FixtureRequest) -> None:
+    """Both recordings, normalised, are equal; else the readable diff and the differences, per turn."""
+    case, result = equivalence
+    if case.known:
+        request.applymarker(pytest.mark.xfail(strict=False, reason="known differences (issue 18): "
+                                              + "; ".join(case.known)))
+    differences = result.differences
+    assert not differences and not result.diff, (
+        "the adapter's wire differs from the page's browser; by kind:\n  " + "\n  ".join(kinds(differences))
+        + "\n\nevery difference:\n  " + "\n  ".join(differences)
+        + "\n\nnormalised recordings, browser vs adapter:\n" + result.diff
+    )
+
+
+def _exchange(turn: str | None, method: str, path: str, body: Any = None, response: Any = None,
+              sse: list[Any] | None = None, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"turn": turn, "method": method, "path": path, "query": query or {}, "json": body, "parts": None,
+            "status": 200, "response_json": response, "sse": sse or []}
+
+
+def _client(session: str, port: int, upload: str, *, trigger: bool = True, page: bool = True) -> list[dict[str, Any]]:
+    """A small synthetic recording of one turn with an upload, as either client could make it."""
+    ids = {"trigger_id": 5, "event_data": None} if trigger else {}
+    file = {"path": upload, "url": f"http://127.0.0.1:{port}/file={upload}", "orig_name": "minutes.txt"}
+    xs = [_exchange(None, "GET", "/"), _exchange(None, "GET", f"/heartbeat/{session}")] if page else [
+        _exchange(None, "GET", "/config"), _exchange("t", "GET", "/app_id")]
+    xs += [
+        {**_exchange("t", "POST", "/upload", response=[upload]),
+         "parts": [{"name": "files", "filename": "minutes.txt", "content_type": "text/plain", "bytes": "4217"}]},
+        _exchange("t", "POST", "/run/predict", {"fn_index": 0, "data": [{"files": [file], "text": "hi"}, [], ["x"]],
+                                                "session_hash": session, **ids},
+                  {"data": [None, [["hi", None]], None], "duration": port / 1000}),
+        _exchange("t", "POST", "/queue/join", {"fn_index": 1, "data": [[["hi", None]], None],
+                                               "session_hash": session, **ids}, {"event_id": f"e{port}"}),
+        _exchange("t", "GET", "/queue/data", query={"session_hash": [session]}, sse=[
+            {"msg": "process_completed", "event_id": f"e{port}", "success": True,
+             "output": {"data": [[["hi", f"file {upload}"]], None], "duration": port}}]),
+    ]
+    return xs
+
+
+CONFIG = {"components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}, {"id": 3, "type": "state"}],
+          "dependencies": [{"inputs": [1, 2, 3], "outputs": [1, 2, 3]}, {"inputs": [2, 3], "outputs": [2, 3]}]}
+
+
+def test_the_comparison_normalises_only_what_two_clients_legitimately_differ_in() -> None:
+    """Sessions, ports, upload paths, event ids, timings, State slots and the page's own requests
+    are normalised; a missing `trigger_id` or a step run elsewhere is not. Fast: no browser."""
+    from tests.browser.compare import Normaliser, diff, summary
+
+    norm = Normaliser(CONFIG)
+    browser = norm.steps(_client("aaaa1111", 40001, "/tmp/gradio/" + "a" * 40 + "/minutes.txt"))
+    adapter = norm.steps(_client("bbbb2222", 40002, "/tmp/gradio/" + "b" * 40 + "/minutes.txt", page=False))
+    assert diff(browser, adapter) == "" and summary(browser, adapter) == []
+
+    bare = norm.steps(_client("bbbb2222", 40002, "/tmp/x/minutes.txt", trigger=False, page=False))
+    found = summary(browser, bare)
+    assert any("trigger_id: browser 5 != adapter \"<absent>\"" in f for f in found), found
+    assert "- \"trigger_id\": 5" in diff(browser, bare)  # the readable diff shows it too
+
+    queued = _client("bbbb2222", 40002, "/tmp/x/minutes.txt", page=False)
+    queued[3]["path"] = "/queue/join"  # the unqueued step sent to the queue
+    found = summary(browser, norm.steps(queued))
+    assert any("browser ran [upload, run/predict fn 0, queue/join fn 1]; adapter ran [upload, queue/join fn 0" in f
+               for f in found), found
