@@ -22,7 +22,6 @@ class Case:
 
     id: str
     settings: dict[str, Any]
-    known: tuple[str, ...] = ()  # the known differences it shows today (issue 18), for the xfail reason
     page_limits: tuple[str, ...] = ()  # what the page itself cannot do in the scenario (xfails the judge's test)
 
     @property
