@@ -1,0 +1,59 @@
+"""Stop an answer at any moment, ask again at once: the next turn is answered, every time.
+
+A turn is over only when everything it started is over (`ending.py`). The moments that broke it
+were the first fraction of a second: during the first step, in the Space's queue, while the
+model thinks (a job cancelled while queued still ran, and its second completion broke the next
+turn's stream). So each round stops a turn at a seeded random moment between 0 and 1 s, then
+continues the conversation at once and checks the answer, on the hand-made replica and on the
+real UIs, under asyncio and trio. `QWEN_SPACE_STOP_ROUNDS` sets the rounds per case (the suite
+runs a few; the issue's verification ran hundreds).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import anyio
+import pytest
+from threadcount import settle_threads, thread_count
+
+from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M, ending
+
+pytestmark = pytest.mark.anyio
+ROUNDS = int(os.environ.get("QWEN_SPACE_STOP_ROUNDS", "10"))
+FLAVORS = {"hand": {}, "qwen-agent": {"ui": "qwen-agent"}, "gradio6": {"ui": "gradio6"}}
+
+
+async def _turn(url: str, msgs: list[dict[str, str]], conv: Any, stop_at: float | None) -> tuple[str, Any]:
+    text = ""
+    with anyio.move_on_after(stop_at if stop_at is not None else float("inf")):
+        async for item in Qwen_Qwen_2_5M.create_async_generator(
+            "", list(msgs), space=url, conversation=conv, return_conversation=True, timeout=60,
+        ):
+            if isinstance(item, JsonConversation):
+                conv = item
+            elif isinstance(item, str):
+                text += item
+    return text, conv
+
+
+@pytest.mark.parametrize("flavor", sorted(FLAVORS))
+async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replica, flavor, anyio_backend):
+    replica = qwen_shared_replica(**FLAVORS[flavor])
+    rnd = random.Random(f"{flavor}-{anyio_backend}")
+    baseline = settle_threads(thread_count())
+    msgs: list[dict[str, str]] = []
+    conv = None
+    for i in range(ROUNDS):
+        stop_at = rnd.uniform(0.0, 1.0)
+        msgs.append({"role": "user", "content": f"stopped {i} [[tokens=60]]"})
+        _, conv = await _turn(replica.url, msgs, conv, stop_at)
+        msgs += [{"role": "assistant", "content": "(stopped)"}, {"role": "user", "content": f"again {i}"}]
+        text, conv = await _turn(replica.url, msgs, conv, None)
+        assert text.startswith(f'You said: "again {i}".'), f"round {i}, stopped at {stop_at:.3f} s: {text!r}"
+        msgs.append({"role": "assistant", "content": text})
+    assert await anyio.to_thread.run_sync(ending.wait_all, 15.0)
+    assert replica.wait_idle(15)["active"] == 0, "a stopped generation still runs on the Space"
+    assert settle_threads(baseline) <= baseline
