@@ -139,8 +139,8 @@ class Installer:
         return [interpreter, "-m", "venv", str(env)]
 
     def install(self, py: str, *args: str) -> list[str]:
-        if self.uv:
-            return [self.uv, "pip", "install", "--python", py, *args]
+        if self.uv:  # compiled as pip does: else, under PYTHONDONTWRITEBYTECODE, every start compiles gradio
+            return [self.uv, "pip", "install", "--python", py, "--compile-bytecode", *args]
         return [py, *PIP, *args]
 
     def environ(self) -> dict[str, str]:
@@ -298,7 +298,8 @@ _DETAILS = (
     # uv's summary lines (it prints nothing while it resolves, then one line per phase)
     (re.compile(r"Resolved (\d+) packages?"), "resolved {0} packages, downloading"),
     (re.compile(r"Prepared (\d+) packages?"), "installing {0} packages"),
-    (re.compile(r"Installed (\d+) packages?"), "installed {0} packages"),
+    (re.compile(r"Installed (\d+) packages?"), "installed {0} packages, compiling their bytecode"),
+    (re.compile(r"Bytecode compiled (\d+) files?"), "compiled {0} files"),
     # pip's
     (re.compile(r"Collecting (\S+)"), "collecting {0}"),
     (re.compile(r"Downloading (\S+)"), None),
