@@ -15,7 +15,9 @@ import fcntl
 import hashlib
 import os
 import re
+import struct
 import sys
+import termios
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from qwen_space_adapter.errors import ReplicaError
 from qwen_space_adapter.replica import env as replica_env
 from qwen_space_adapter.replica.flavors import HAND, Flavor, flavor
 from qwen_space_adapter.replica.launcher import Replica
-from qwen_space_adapter.replica.progress import Progress
+from qwen_space_adapter.replica.progress import Progress, _fit
 from qwen_space_adapter.replica.serving import READY
 
 WAIT = 60.0  # the longest any expected output may take to appear (a deadline, not a pace)
@@ -146,6 +148,7 @@ def test_a_log_gets_each_step_once_and_a_still_working_line_per_period(slow_step
 def test_a_terminal_gets_one_line_redrawn_in_place(slow_step: Any, tmp_path: Path) -> None:
     cmd, release = slow_step
     master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))  # wide: nothing cut
     tty = os.fdopen(slave, "w")
     screen = Recorder()
 
@@ -182,6 +185,13 @@ def test_a_terminal_gets_one_line_redrawn_in_place(slow_step: Any, tmp_path: Pat
     assert drawn.count("\r\x1b[2K") >= 2  # at least: the first draw and the redraw with the detail
 
 
+def test_the_live_line_is_cut_to_the_terminal_width() -> None:
+    # A wrapped line cannot be redrawn in place: each redraw would leave a row behind.
+    line = _fit("qwen-space: building the hand replica environment (uv): installing 7 requirements...", "12 s", 40)
+    assert len(line) == 39 and line.endswith("… 12 s") and line.startswith("qwen-space: building")
+    assert _fit("short...", "3 s", 40) == "short... 3 s"
+
+
 def test_quiet_writes_nothing(slow_step: Any, tmp_path: Path) -> None:
     cmd, release = slow_step
     out = Recorder()
@@ -197,9 +207,10 @@ def test_quiet_writes_nothing(slow_step: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("line", "shown"), [
-    ("Resolved 57 packages in 1.21s", "resolved 57 packages, downloading"),
+    ("Resolved 57 packages in 1.21s", "downloading 57 packages"),
     ("Prepared 57 packages in 8.02s", "installing 57 packages"),
-    ("Installed 1 package in 6ms", "installed 1 package, compiling their bytecode"),
+    ("Installed 1 package in 6ms", "compiling their bytecode"),
+    ("Bytecode compiled 4345 files in 13.2s", "compiled the bytecode of 4345 files"),
     ("Collecting gradio==4.44.1 (from -r requirements.txt (line 4))", "collecting gradio==4.44.1"),
     ("  Downloading aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.whl (1.7 MB)", "downloading aiohttp-3.14.5"),
     ("Installing collected packages: pytz, pydub, tzdata", "installing 3 packages"),

@@ -296,10 +296,10 @@ def _check_import(flavor: Flavor, py: str, env: Path, progress: Progress, instal
 
 _DETAILS = (
     # uv's summary lines (it prints nothing while it resolves, then one line per phase)
-    (re.compile(r"Resolved (\d+) packages?"), "resolved {0} packages, downloading"),
+    (re.compile(r"Resolved (\d+) packages?"), "downloading {0} packages"),
     (re.compile(r"Prepared (\d+) packages?"), "installing {0} packages"),
-    (re.compile(r"Installed (\d+) packages?"), "installed {0} packages, compiling their bytecode"),
-    (re.compile(r"Bytecode compiled (\d+) files?"), "compiled {0} files"),
+    (re.compile(r"Installed (\d+) packages?"), "compiling their bytecode"),
+    (re.compile(r"Bytecode compiled (\d+) files?"), "compiled the bytecode of {0} files"),
     # pip's
     (re.compile(r"Collecting (\S+)"), "collecting {0}"),
     (re.compile(r"Downloading (\S+)"), None),

@@ -15,6 +15,7 @@ stays silent. `quiet=True` writes nothing at all.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -142,7 +143,7 @@ class Progress:
     def _emit(self, changed: bool, still: bool = False) -> None:
         seconds = f"{self.elapsed():.0f} s"
         if self.live:
-            self._write(f"\r\x1b[2K{self.text()} {seconds}")
+            self._write(f"\r\x1b[2K{_fit(self.text(), seconds, _columns(self.stream))}")
             self._drawn = True
         elif changed or still:
             self._write(f"{self.text()}{' still working,' if still else ''} {seconds}\n")
@@ -159,6 +160,23 @@ class Progress:
             self.stream.flush()
         except (OSError, ValueError):  # a closed stderr must not fail a build
             pass
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 80 when it is not known (a pty nobody sized says 0)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
+def _fit(text: str, seconds: str, columns: int) -> str:
+    """The live line cut to the terminal's width: a line that wraps cannot be redrawn in place
+    (the carriage return goes back to its last row only), so each redraw would add rows."""
+    room = max(columns - 1 - len(seconds) - 1, 10)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return f"{text} {seconds}"
 
 
 def _isatty(stream: TextIO) -> bool:
