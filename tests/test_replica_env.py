@@ -192,6 +192,15 @@ def test_the_live_line_is_cut_to_the_terminal_width() -> None:
     assert _fit("short...", "3 s", 40) == "short... 3 s"
 
 
+@pytest.mark.parametrize(("error", "outcome"), [(ValueError, "failed"), (KeyboardInterrupt, "interrupted")])
+def test_a_task_that_ends_early_says_how(error: type[BaseException], outcome: str) -> None:
+    out = Recorder()
+    with pytest.raises(error), Progress(TASK, stream=out, delay=0, clock=Clock()) as progress:  # type: ignore[arg-type]
+        progress.set_step("creating the venv")
+        raise error
+    assert out.text == f"qwen-space: {TASK}: creating the venv... 0 s\nqwen-space: {TASK}: {outcome} in 0 s\n"
+
+
 def test_quiet_writes_nothing(slow_step: Any, tmp_path: Path) -> None:
     cmd, release = slow_step
     out = Recorder()

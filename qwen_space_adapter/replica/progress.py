@@ -59,14 +59,18 @@ class Progress:
         self.begin()
         return self
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.finish("done" if exc_type is None else "failed")
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.finish("done")
+        else:
+            self.finish("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
 
     def begin(self) -> None:
         """Start the clock and the background thread that redraws (or writes still-working lines)."""
         if self.quiet or self._thread is not None:
             return
         self.began = self.clock()
+        self.shown = self.delay <= 0  # shown from the start: every step, in order, without a race
         self._thread = threading.Thread(target=self._run, name="qwen-space-progress", daemon=True)
         self._thread.start()
 
@@ -126,12 +130,13 @@ class Progress:
         return f"{PREFIX}{self.task}: {what}..."
 
     def _run(self) -> None:
-        if self._stop.wait(self.delay):
-            return
-        with self._lock:
-            self.shown = True
-            if self.step_text is not None:  # else the first step shows itself when it starts
-                self._emit(changed=True)
+        if not self.shown:
+            if self._stop.wait(self.delay):
+                return
+            with self._lock:
+                self.shown = True
+                if self.step_text is not None:  # else the first step shows itself when it starts
+                    self._emit(changed=True)
         period = self.tick if self.live else min(self.tick, self.every)
         while not self._stop.wait(period):
             with self._lock:
