@@ -318,12 +318,23 @@ def test_uv_builds_the_environment_when_it_is_there(cache: Path, tmp_path: Path,
     assert "(uv): done in" in capsys.readouterr().err
 
 
-def test_pip_takes_over_when_uv_fails(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    broken = tmp_path / "broken-uv"
-    broken.write_text("#!/bin/sh\necho 'error: this uv is broken on purpose' >&2\nexit 2\n")
-    broken.chmod(0o755)
-    monkeypatch.setenv("QWEN_SPACE_UV", str(broken))
+@pytest.mark.parametrize(("uv", "why"), [
+    ("broken", r"uv could not build it \(.*this uv is broken on purpose.*\)"),
+    ("missing", r"uv is not installed \(.*\)"),
+])
+def test_pip_takes_over_when_uv_fails_or_is_missing(uv: str, why: str, cache: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    if uv == "broken":
+        broken = tmp_path / "broken-uv"
+        broken.write_text("#!/bin/sh\necho 'error: this uv is broken on purpose' >&2\nexit 2\n")
+        broken.chmod(0o755)
+        monkeypatch.setenv("QWEN_SPACE_UV", str(broken))
+    else:  # neither the wheel nor a uv on PATH
+        monkeypatch.setitem(sys.modules, "uv", None)
+        empty = tmp_path / "empty-bin"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
     tiny = _tiny_flavor(tmp_path)
     half_built = replica_env.env_dir(tiny, f"py{sys.version_info[0]}{sys.version_info[1]}")
     half_built.mkdir(parents=True)
@@ -333,7 +344,7 @@ def test_pip_takes_over_when_uv_fails(cache: Path, tmp_path: Path, monkeypatch: 
     assert env == half_built and not (env / "left-over").exists()  # rebuilt from scratch
     assert " by pip in " in (env / ".ready").read_text().splitlines()[0]
     err = capsys.readouterr().err
-    assert re.search(r"uv could not build it \(.*this uv is broken on purpose.*\); building it with pip\.", err)
+    assert re.search(why + r"; building it with pip\.", err)
     assert "(pip): done in" in err
 
 
