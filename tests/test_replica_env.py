@@ -215,16 +215,19 @@ def test_quiet_writes_nothing(slow_step: Any, tmp_path: Path) -> None:
     assert out.text == ""
 
 
-@pytest.mark.parametrize(("line", "shown"), [
-    ("Resolved 57 packages in 1.21s", "downloading 57 packages"),
-    ("Prepared 57 packages in 8.02s", "installing 57 packages"),
-    ("Installed 1 package in 6ms", "compiling their bytecode"),
-    ("Bytecode compiled 4345 files in 13.2s", "compiled the bytecode of 4345 files"),
-    ("Collecting gradio==4.44.1 (from -r requirements.txt (line 4))", "collecting gradio==4.44.1"),
-    ("  Downloading aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.whl (1.7 MB)", "downloading aiohttp-3.14.5"),
-    ("Installing collected packages: pytz, pydub, tzdata", "installing 3 packages"),
-    ("Using Python 3.11.7 environment at: env", None),
-])
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("Resolved 57 packages in 1.21s", "downloading 57 packages"),
+        ("Prepared 57 packages in 8.02s", "installing 57 packages"),
+        ("Installed 1 package in 6ms", "compiling their bytecode"),
+        ("Bytecode compiled 4345 files in 13.2s", "compiled the bytecode of 4345 files"),
+        ("Collecting gradio==4.44.1 (from -r requirements.txt (line 4))", "collecting gradio==4.44.1"),
+        ("  Downloading aiohttp-3.14.5-cp311-cp311-manylinux2014_x86_64.whl (1.7 MB)", "downloading aiohttp-3.14.5"),
+        ("Installing collected packages: pytz, pydub, tzdata", "installing 3 packages"),
+        ("Using Python 3.11.7 environment at: env", None),
+    ],
+)
 def test_installer_lines_become_the_steps_detail(line: str, shown: str | None) -> None:
     assert replica_env.installer_detail(line) == shown
 
@@ -251,8 +254,14 @@ def test_uv_is_chosen_from_the_variable_the_wheel_or_path(monkeypatch: pytest.Mo
 def test_each_installer_builds_with_its_own_commands() -> None:
     uv, pip = replica_env.Installer("/x/uv"), replica_env.Installer(None)
     assert uv.venv("/usr/bin/python3.11", Path("/e")) == ["/x/uv", "venv", "--python", "/usr/bin/python3.11", "/e"]
-    assert uv.install("/e/bin/python", "-r", "r.txt")[:6] == ["/x/uv", "pip", "install", "--python", "/e/bin/python",
-                                                              "--compile-bytecode"]
+    assert uv.install("/e/bin/python", "-r", "r.txt")[:6] == [
+        "/x/uv",
+        "pip",
+        "install",
+        "--python",
+        "/e/bin/python",
+        "--compile-bytecode",
+    ]
     assert pip.venv("/usr/bin/python3.11", Path("/e")) == ["/usr/bin/python3.11", "-m", "venv", "/e"]
     assert pip.install("/e/bin/python", "-r", "r.txt")[:4] == ["/e/bin/python", "-m", "pip", "install"]
 
@@ -288,8 +297,12 @@ def _tiny_flavor(tmp_path: Path) -> Flavor:
             zf.writestr(path, text)
     requirements = tmp_path / "requirements-tiny.txt"
     requirements.write_text(f"# one local wheel\n{wheel}\n")
-    return Flavor(ui="tiny", app=tmp_path / "unused.py", requirements=requirements,
-                  imports=f"import {name}; assert {name}.VALUE == 42")
+    return Flavor(
+        ui="tiny",
+        app=tmp_path / "unused.py",
+        requirements=requirements,
+        imports=f"import {name}; assert {name}.VALUE == 42",
+    )
 
 
 @pytest.fixture
@@ -306,25 +319,32 @@ def _uv_available() -> bool:
 
 
 @pytest.mark.skipif(not _uv_available(), reason="uv is not installed (a dependency of the package)")
-def test_uv_builds_the_environment_when_it_is_there(cache: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_uv_builds_the_environment_when_it_is_there(
+    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tiny = _tiny_flavor(tmp_path)
     python = replica_env.ensure_env(tiny, python=sys.executable)
     env = python.parent.parent
     assert env.parent == cache
-    assert (env / ".ready").read_text().startswith(f"# built with Python {sys.version_info[0]}.{sys.version_info[1]}"
-                                                   " by uv in ")
+    assert (
+        (env / ".ready")
+        .read_text()
+        .startswith(f"# built with Python {sys.version_info[0]}.{sys.version_info[1]} by uv in ")
+    )
     assert not list(env.glob("lib/python*/site-packages/pip"))  # uv's venv: pip is not even seeded
     assert "(uv): done in" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("uv", "why"), [
-    ("broken", r"uv could not build it \(.*this uv is broken on purpose.*\)"),
-    ("missing", r"uv is not installed \(.*\)"),
-])
-def test_pip_takes_over_when_uv_fails_or_is_missing(uv: str, why: str, cache: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("uv", "why"),
+    [
+        ("broken", r"uv could not build it \(.*this uv is broken on purpose.*\)"),
+        ("missing", r"uv is not installed \(.*\)"),
+    ],
+)
+def test_pip_takes_over_when_uv_fails_or_is_missing(
+    uv: str, why: str, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     if uv == "broken":
         broken = tmp_path / "broken-uv"
         broken.write_text("#!/bin/sh\necho 'error: this uv is broken on purpose' >&2\nexit 2\n")
@@ -349,7 +369,8 @@ def test_pip_takes_over_when_uv_fails_or_is_missing(uv: str, why: str, cache: Pa
 
 
 def test_a_failed_build_says_why_and_leaves_no_half_built_environment(
-        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("QWEN_SPACE_UV", "off")
     tiny = _tiny_flavor(tmp_path)
     bad = Flavor(ui="tiny", app=tiny.app, requirements=tiny.requirements, imports="import qsa_missing_module")
@@ -373,8 +394,9 @@ def _fail_if_built(*_: object, **__: object) -> str:
     raise AssertionError("an environment marked ready was rebuilt")
 
 
-def test_a_ready_environment_is_used_as_it_is(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_ready_environment_is_used_as_it_is(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     env = replica_env.env_dir(HAND, "py" + version.replace(".", ""))
     (env / "bin").mkdir(parents=True)
@@ -412,8 +434,9 @@ def test_a_build_by_another_process_is_waited_for_and_reported(cache: Path, monk
 # -- the server's start ---------------------------------------------------------------------
 
 
-def test_the_replica_start_reports_its_wait_for_the_ready_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               slow_step: Any) -> None:
+def test_the_replica_start_reports_its_wait_for_the_ready_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_step: Any
+) -> None:
     _, release = slow_step  # its FIFO: the stand-in app prints its ready line once the test opens it
     env = tmp_path / "env"
     (env / "bin").mkdir(parents=True)
@@ -426,7 +449,8 @@ def test_the_replica_start_reports_its_wait_for_the_ready_line(tmp_path: Path, m
         f"open({str(tmp_path / 'release')!r}).read()\n"
         f"print({READY!r} + 'http://127.0.0.1:9', flush=True)\n"
         "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
-        "signal.pause()\n")
+        "signal.pause()\n"
+    )
     err = Recorder()
     monkeypatch.setattr(sys, "stderr", err)
     replica = Replica(app=str(app))

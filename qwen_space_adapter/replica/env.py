@@ -62,8 +62,12 @@ def python_version(python: str) -> str | None:
     if python == sys.executable:
         return f"{sys.version_info.major}.{sys.version_info.minor}"
     try:
-        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -90,24 +94,29 @@ def choose_python(flavor: Flavor, python: str | None = None) -> tuple[str, str]:
     """
     explicit = python or os.environ.get("QWEN_SPACE_REPLICA_PYTHON")
     supported = ", ".join(flavor.pythons)
-    advice = (f"Install one of Python {supported} and pass it with --python PATH "
-              "(ReplicaSettings(python=...), or $QWEN_SPACE_REPLICA_PYTHON), or set "
-              "$QWEN_SPACE_REPLICA_ENV to an environment folder built for this flavor.")
+    advice = (
+        f"Install one of Python {supported} and pass it with --python PATH "
+        "(ReplicaSettings(python=...), or $QWEN_SPACE_REPLICA_PYTHON), or set "
+        "$QWEN_SPACE_REPLICA_ENV to an environment folder built for this flavor."
+    )
     if explicit:
         version = python_version(explicit)
         if version is None:
             raise ReplicaError(f"The replica's interpreter {explicit} cannot be run. {advice}")
         if version not in flavor.pythons:
-            raise ReplicaError(f"The {flavor.ui} replica runs on Python {supported}, and {explicit} "
-                               f"is Python {version}. {advice}")
+            raise ReplicaError(
+                f"The {flavor.ui} replica runs on Python {supported}, and {explicit} is Python {version}. {advice}"
+            )
         return explicit, version
     for candidate in [sys.executable, *candidates()]:
         version = python_version(candidate)
         if version in flavor.pythons:
             return candidate, version
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    raise ReplicaError(f"The {flavor.ui} replica runs on Python {supported}; this is Python {here} "
-                       f"and no supported interpreter was found on PATH or in pyenv. {advice}")
+    raise ReplicaError(
+        f"The {flavor.ui} replica runs on Python {supported}; this is Python {here} "
+        f"and no supported interpreter was found on PATH or in pyenv. {advice}"
+    )
 
 
 def env_dir(flavor: Flavor = HAND, python_tag: str | None = None) -> Path:
@@ -236,8 +245,11 @@ def _build(flavor: Flavor, interpreter: str, version: str, env: Path, installer:
     if env.exists():
         shutil.rmtree(env)
     if not quiet:
-        print(f"qwen-space: building the {flavor.ui} replica environment for Python {version} in {env} "
-              "(once)", file=sys.stderr, flush=True)
+        print(
+            f"qwen-space: building the {flavor.ui} replica environment for Python {version} in {env} (once)",
+            file=sys.stderr,
+            flush=True,
+        )
     task = f"building the {flavor.ui} replica environment ({installer.name})"
     try:
         with Progress(task, quiet=quiet, delay=0) as progress:
@@ -249,8 +261,7 @@ def _build(flavor: Flavor, interpreter: str, version: str, env: Path, installer:
             else:
                 reqs = _requirement_lines(flavor.requirements.read_text())
                 progress.set_step(f"installing {len(reqs)} requirements")
-                _run(installer.install(py, "-r", str(flavor.requirements)), flavor, env, "install", progress,
-                     installer)
+                _run(installer.install(py, "-r", str(flavor.requirements)), flavor, env, "install", progress, installer)
                 installed = flavor.requirements.read_text()
             progress.set_step("checking the import")
             _check_import(flavor, py, env, progress, installer)
@@ -271,16 +282,26 @@ def _install_release(flavor: Flavor, py: str, env: Path, progress: Progress, ins
     so the same steps work with uv, which has no `pip download`.
     """
     progress.set_step(f"installing qwen-agent=={flavor.release} without its dependencies")
-    _run(installer.install(py, "--no-deps", "--only-binary", ":all:", f"qwen-agent=={flavor.release}"),
-         flavor, env, f"install qwen-agent=={flavor.release} (is it on PyPI?)", progress, installer)
-    read = ("import importlib.metadata as m; "
-            "print('\\n'.join('Requires-Dist: ' + r for r in m.requires('qwen-agent') or []))")
+    _run(
+        installer.install(py, "--no-deps", "--only-binary", ":all:", f"qwen-agent=={flavor.release}"),
+        flavor,
+        env,
+        f"install qwen-agent=={flavor.release} (is it on PyPI?)",
+        progress,
+        installer,
+    )
+    read = (
+        "import importlib.metadata as m; "
+        "print('\\n'.join('Requires-Dist: ' + r for r in m.requires('qwen-agent') or []))"
+    )
     progress.set_step("reading its GUI pins")
     gui = gui_requirements(_run([py, "-c", read], flavor, env, "read qwen-agent's metadata", progress, installer))
     stack = stack_of(str(flavor.release))
     if gradio_generation(gui) != stack.gradio:
-        raise ReplicaError(f"qwen-agent=={flavor.release} pins {gui} for its GUI, not the Gradio "
-                           f"{stack.gradio} that replica/flavors.py expects: its table needs a fix.")
+        raise ReplicaError(
+            f"qwen-agent=={flavor.release} pins {gui} for its GUI, not the Gradio "
+            f"{stack.gradio} that replica/flavors.py expects: its table needs a fix."
+        )
     reqs = [*gui, *stack.chain, *stack.compat]
     progress.set_step(f"installing {len(reqs)} requirements")
     _run(installer.install(py, *reqs), flavor, env, "install", progress, installer)
@@ -289,8 +310,7 @@ def _install_release(flavor: Flavor, py: str, env: Path, progress: Progress, ins
 
 def _check_import(flavor: Flavor, py: str, env: Path, progress: Progress, installer: Installer) -> None:
     """Prove the app's imports work before the environment is marked ready."""
-    code = ("from qwen_agent.gui.web_ui import WebUI; from qwen_agent import Agent"
-            if flavor.real_ui else flavor.imports)
+    code = "from qwen_agent.gui.web_ui import WebUI; from qwen_agent import Agent" if flavor.real_ui else flavor.imports
     _run([py, "-c", code], flavor, env, "import the UI", progress, installer)
 
 
@@ -321,8 +341,9 @@ def installer_detail(line: str) -> str | None:
     return None
 
 
-def _run(cmd: list[str], flavor: Flavor, env: Path, what: str, progress: Progress,
-         installer: Installer | None = None) -> str:
+def _run(
+    cmd: list[str], flavor: Flavor, env: Path, what: str, progress: Progress, installer: Installer | None = None
+) -> str:
     """Run one build step, its output shown as the step's detail; return its output.
 
     Raises `ReplicaError` with the output's tail when it fails (or cannot be started: a uv
@@ -332,11 +353,19 @@ def _run(cmd: list[str], flavor: Flavor, env: Path, what: str, progress: Progres
     tail: collections.deque[str] = collections.deque(maxlen=15)
     out: list[str] = []
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace", env=environ)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env=environ,
+        )
     except OSError as e:
-        raise ReplicaError(f"Could not {what} for the {flavor.ui} replica in {env}: cannot run {cmd[0]}: "
-                           f"{e.strerror or e}") from None
+        raise ReplicaError(
+            f"Could not {what} for the {flavor.ui} replica in {env}: cannot run {cmd[0]}: {e.strerror or e}"
+        ) from None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -354,15 +383,19 @@ def _run(cmd: list[str], flavor: Flavor, env: Path, what: str, progress: Progres
         if proc.stdout:
             proc.stdout.close()
     if code != 0:
-        advice = ("The environment installed but does not import: its pins (replica/flavors.py) "
-                  "need a fix for this Python; try another with --python."
-                  if what == "import the UI" else "Check that PyPI is reachable, then retry.")
-        raise ReplicaError(f"Could not {what} for the {flavor.ui} replica in {env}:\n" + "\n".join(tail)
-                           + f"\n{advice}")
+        advice = (
+            "The environment installed but does not import: its pins (replica/flavors.py) "
+            "need a fix for this Python; try another with --python."
+            if what == "import the UI"
+            else "Check that PyPI is reachable, then retry."
+        )
+        raise ReplicaError(
+            f"Could not {what} for the {flavor.ui} replica in {env}:\n" + "\n".join(tail) + f"\n{advice}"
+        )
     return "".join(out)
 
 
 def _first_lines(text: str, count: int = 3) -> str:
     """A failure in a few lines, for the note that pip takes over."""
     lines = [x for x in text.splitlines() if x.strip()]
-    return " | ".join(lines[:1] + lines[-count + 1:]) if len(lines) > count else " | ".join(lines)
+    return " | ".join(lines[:1] + lines[-count + 1 :]) if len(lines) > count else " | ".join(lines)

@@ -35,9 +35,18 @@ class Progress:
     thread redraws while the caller waits on a subprocess or a socket.
     """
 
-    def __init__(self, task: str, *, stream: TextIO | None = None, quiet: bool = False,
-                 live: bool | None = None, tick: float = 1.0, every: float = 10.0, delay: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        task: str,
+        *,
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        live: bool | None = None,
+        tick: float = 1.0,
+        every: float = 10.0,
+        delay: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.task = task
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
