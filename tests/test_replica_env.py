@@ -309,6 +309,7 @@ def _tiny_flavor(tmp_path: Path) -> Flavor:
 def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     root = tmp_path / "cache"
     monkeypatch.setenv("QWEN_SPACE_CACHE", str(root))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # the tiny wheel stays out of the user's cache
     for name in ("QWEN_SPACE_REPLICA_ENV", "QWEN_SPACE_REPLICA_PYTHON", "QWEN_SPACE_UV"):
         monkeypatch.delenv(name, raising=False)
     return root
