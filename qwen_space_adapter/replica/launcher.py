@@ -40,6 +40,7 @@ from . import replay
 from .env import ensure_env
 from .flavors import Flavor, flavor
 from .model import FAULTS
+from .progress import Progress
 from .serving import PARENT_FD_ENV, READY
 
 _LIVE: weakref.WeakSet[Replica] = weakref.WeakSet()
@@ -199,8 +200,9 @@ class _NotStarted(Exception):
 class Replica:
     """A running replica Space. Use as a context manager, or call `start()` and `stop()`."""
 
-    def __init__(self, settings: ReplicaSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: ReplicaSettings | None = None, *, quiet: bool = False, **overrides: Any) -> None:
         self.settings = settings or ReplicaSettings()
+        self.quiet = quiet  # no progress on stderr (building the environment, waiting for the server)
         for key, value in overrides.items():
             if not hasattr(self.settings, key):
                 raise TypeError(f"Unknown replica setting {key!r}")
@@ -221,21 +223,26 @@ class Replica:
     def start(self, timeout: float = 180.0) -> str:
         """Start the app and return its URL once it accepts requests.
 
-        Options are validated first and the environment is built if needed (once). A start that
+        Options are validated first and the environment is built if needed (once); both waits are
+        reported on stderr unless the replica is `quiet` (`progress.Progress`). A start that
         fails for a cause a retry can help (the process died without a reason) is retried; the
         error names the cause of the last attempt and the log is removed.
         """
         chosen = self.settings.validate()
-        python = ensure_env(chosen, python=self.settings.python)
+        python = ensure_env(chosen, python=self.settings.python, quiet=self.quiet)
         causes: list[str] = []
-        for _attempt in range(ATTEMPTS):
-            try:
-                self.url = self._start_once(python, chosen, timeout)
-                return self.url
-            except _NotStarted as e:
-                causes.append(str(e))
-                if not e.retry:
-                    break
+        # Silent when the server is ready within a second; else a live line (or plain lines in a log).
+        with Progress(f"starting the {chosen.ui} replica", quiet=self.quiet) as progress:
+            for attempt in range(ATTEMPTS):
+                progress.set_step("waiting for its ready line" + (f" (attempt {attempt + 1} of {ATTEMPTS})"
+                                                                  if attempt else ""))
+                try:
+                    self.url = self._start_once(python, chosen, timeout)
+                    return self.url
+                except _NotStarted as e:
+                    causes.append(str(e))
+                    if not e.retry:
+                        break
         self.close()
         earlier = "; ".join(c.splitlines()[0] for c in causes[:-1])
         earlier = f"\n(after {len(causes) - 1} earlier attempt(s): {earlier})" if earlier else ""
