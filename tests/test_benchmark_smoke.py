@@ -93,11 +93,10 @@ def test_growth_turns_attachment_requests_imports(report: tuple[dict[str, Any], 
         for turn in ("new conversation", "continued conversation"):
             detail = sorted(d for d in f["requests"][client][turn]["detail"] if not d.endswith("/app_id"))
             assert detail == join_and_stream
-    # A continued conversation asks the Space once whether its app restarted (and lost the history).
-    assert [d for d in f["requests"]["adapter"]["continued conversation"]["detail"] if d.endswith("/app_id")] == [
-        "GET /app_id"
-    ]
-    assert not any(d.endswith("/app_id") for d in f["requests"]["adapter"]["new conversation"]["detail"])
+    # Every turn asks the Space once whether its app is still the one whose page this process holds
+    # (a restarted Space may run another page; a continued conversation's history is gone then).
+    for turn in ("new conversation", "continued conversation"):
+        assert [d for d in f["requests"]["adapter"][turn]["detail"] if d.endswith("/app_id")] == ["GET /app_id"]
     assert any(d.endswith("/config") for d in f["requests"]["gc"]["new conversation"]["detail"])
     for module in ("gradio_client", "qwen_space_adapter"):
         assert finite(f["imports"][module]["median_ms"])

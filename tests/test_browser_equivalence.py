@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.browser.compare import diff, kinds, summary
-from tests.browser.fixtures import chromium  # noqa: F401  (the session's browser fixture)
+from tests.browser.fixtures import chromium  # noqa: F401  (the module's browser fixture)
 from tests.browser.run import Case, Result, run_case
 from tests.browser.scenario import DOCUMENT_NAME, DOCUMENT_TEXT, turns
 

@@ -1,6 +1,6 @@
 """Fixtures of the browser-equivalence test (imported by it: it lives beside the other tests).
 
-One Chromium for the session, skipped (or, in CI, failed) with the reason when Playwright or a Chromium is missing."""
+One Chromium for the module, skipped (or, in CI, failed) with the reason when Playwright or a Chromium is missing."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ def missing_browser() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """The session's one headless Chromium. A missing browser skips these tests on a user's machine
-    and fails them in CI (`CI=true`), where a skipped judge must not look green."""
+    """The module's one headless Chromium. A missing browser skips these tests on a user's machine
+    and fails them in CI (`CI=true`), where a skipped judge must not look green. Module-scoped:
+    Playwright's sync API runs an event loop on the main thread while it is open, and the
+    suite's async tests after this module need that thread's loop slot free."""
     reason = missing_browser()
     if reason:
         if os.environ.get("CI", "").lower() in ("true", "1"):
