@@ -11,6 +11,7 @@ from .conversation import JsonConversation, generate_session_hash
 from .errors import (
     AdapterBugError,
     APIChangedError,
+    ConversationInUseError,
     InvalidRequestError,
     ModelNotSupportedError,
     QueueFullError,
@@ -31,6 +32,7 @@ __version__ = "0.2.0"  # the one source: pyproject.toml reads it (setuptools dyn
 __all__ = [
     "APIChangedError",
     "AdapterBugError",
+    "ConversationInUseError",
     "InvalidRequestError",
     "JsonConversation",
     "ModelNotSupportedError",

@@ -35,7 +35,7 @@ import sniffio
 from . import _gc_internals as gci
 from . import workers
 from .deltas import apply_diff
-from .errors import QwenSpaceError, StreamInterruptedError
+from .errors import ConversationInUseError, QwenSpaceError, StreamInterruptedError
 from .failures import app_error, translate
 from .page import as_wire
 
@@ -130,7 +130,7 @@ class JobFollower:
 
     def __init__(
         self, url: str, diffs: bool, skipped: tuple[bool, ...], bases: list[list[Any]] | None = None,
-        accept: Callable[[list[Any]], bool] | None = None,
+        accept: Callable[[list[Any]], bool] | None = None, own: set[str] | None = None,
     ) -> None:
         self.url = url
         self.skipped = skipped  # per output: does gradio_client leave it out of a result
@@ -144,6 +144,7 @@ class JobFollower:
         self.lost = False  # the updates cannot be followed: only the final result counts
         self.current: list[Any] | None = None
         self._early: dict[str, list[Any]] = {}
+        self.own = own if own is not None else set()  # the session's events this process joined
 
     # Called from gradio_client's threads.
     def sink(self, event_id: str, msg: Any) -> None:
@@ -166,7 +167,12 @@ class JobFollower:
                 msgs: list[dict[str, Any]] = []
                 if kind == "registered" and self.event_id is None:
                     self.event_id = event_id
+                    self.own.add(event_id)
                     msgs = self._early.pop(event_id, [])
+                    for other, early in self._early.items():
+                        self._check_foreign(other, early)
+                elif kind == "msg" and self.event_id is not None and event_id != self.event_id:
+                    self._check_foreign(event_id, [payload])
                 elif kind == "msg" and self.event_id is None:
                     self._early.setdefault(event_id, []).append(payload)
                 elif kind == "msg" and event_id == self.event_id:
@@ -184,6 +190,20 @@ class JobFollower:
                         yield event  # type: ignore[misc]
                         if isinstance(event, Completed):
                             return
+
+    def _check_foreign(self, event_id: str, msgs: list[Any]) -> None:
+        """A live event of this session that this process never joined: another client is
+        using the same session now, and the Space hands each message to whichever reads first."""
+        if event_id in self.own or event_id == PLAIN_EVENT:
+            return
+        if any(isinstance(m, dict) and m.get("msg") in _LIVE for m in msgs):
+            self.finished = True
+            raise ConversationInUseError(
+                "This conversation's session on the Space is in use by another client right now "
+                "(another process or machine with a copy of the conversation): the Space sends a "
+                "session's messages to whichever client reads first, so neither answer can be "
+                "trusted. Use a conversation in one place at a time, or start a new one."
+            )
 
     def _from_future(self, future: Any) -> Completed:
         self.finished = True
@@ -260,6 +280,8 @@ class JobFollower:
 
 
 _IGNORED = object()
+_LIVE = frozenset({"process_starts", "process_generating"})  # messages of an event that runs now
+
 DIFF_ACTIONS = frozenset({"replace", "append", "add", "delete"})
 
 

@@ -46,6 +46,7 @@ class JsonConversation:
     values: dict[str, Any]  # other component values the Space's page reads (an agent selector...)
     app_id: Any  # the Space's app that holds this conversation's history (changes on restart)
     pending_steps: list[int]  # steps the page runs after a stopped answer, run before the next turn
+    closed: bool  # closed on the Space (`close_conversation`): it cannot be continued
 
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():

@@ -80,6 +80,16 @@ class SpaceRestartedError(QwenSpaceError):
     """
 
 
+class ConversationInUseError(QwenSpaceError):
+    """The conversation's Space session is being used by another client at the same moment.
+
+    The Space sends a session's messages to whichever client reads them first, so two clients
+    (two processes holding copies of one saved conversation, say) steal each other's answers.
+    A conversation can move between processes (`get_dict` / `from_dict`), one turn at a time;
+    use it in one place at a time, or start a new conversation.
+    """
+
+
 class AdapterBugError(QwenSpaceError):
     """Something failed that no rule explains: a bug in qwen_space_adapter. Please report it.
 

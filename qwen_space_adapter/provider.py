@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import sniffio
 
 from .conversation import JsonConversation, check_conversation, generate_session_hash
-from .errors import ModelNotSupportedError
+from .errors import InvalidRequestError, ModelNotSupportedError
 from .events import StreamEvent
 from .messages import build_prompt, validate_messages
 from .options import check_model, own_url, parse_options
@@ -111,6 +111,11 @@ class Qwen_Qwen_2_5M:
             conversation_space=getattr(conv, "space", None),
         )
         conv = check_conversation(conv, opts.target.url)
+        if conv is not None and getattr(conv, "closed", False):
+            raise InvalidRequestError(
+                "This conversation was closed (close_conversation): the Space let its session go. "
+                "Start a new conversation (conversation=None), passing the earlier turns as messages."
+            )
         seen = 0
         if conv is None:
             conv = JsonConversation(
@@ -125,6 +130,41 @@ class Qwen_Qwen_2_5M:
             conv.model = resolved
         prompt = build_prompt(msgs, new_from=seen)
         return cls._stream(conv, prompt, opts, len(msgs), return_conversation)
+
+    @classmethod
+    async def aclose_conversation(cls, conversation: JsonConversation, **kwargs: Any) -> None:
+        """Close a conversation on the Space, as its browser tab does when it closes.
+
+        The Space then runs its page's unload steps and frees the session's state an hour later
+        (on this demo, up to megabytes of documents per session) instead of keeping it until its
+        session cap evicts it. The conversation cannot be continued after. Options as for
+        `create_async_generator` (`space`, `hf_token`, `timeout`, `connect_timeout`...).
+        """
+        if not isinstance(conversation, JsonConversation):
+            raise InvalidRequestError(
+                f"aclose_conversation takes a JsonConversation, got {type(conversation).__name__}."
+            )
+        conv = check_conversation(conversation)
+        opts = parse_options(
+            None, kwargs, class_url=own_url(cls, Qwen_Qwen_2_5M), conversation_space=getattr(conv, "space", None)
+        )
+        if getattr(conv, "closed", False):
+            return
+        await (await _turn_module()).close_conversation(conv, opts)
+        conversation.closed = True
+
+    @classmethod
+    def close_conversation(cls, conversation: JsonConversation, **kwargs: Any) -> None:
+        """The synchronous twin of `aclose_conversation`."""
+        from .sync import iterate
+
+        async def closing() -> AsyncGenerator[None, None]:
+            await cls.aclose_conversation(conversation, **kwargs)
+            return
+            yield  # an async generator: what `iterate` drives
+
+        for _ in iterate(closing):
+            pass
 
     @classmethod
     @asynccontextmanager

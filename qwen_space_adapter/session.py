@@ -271,6 +271,26 @@ UNFINISHED_KEPT = 4  # per session; older ones are unlikely to be reused by the 
 UNFINISHED_SESSIONS = 1024
 
 
+_OWN: dict[tuple[str, str], set[str]] = {}
+OWN_SESSIONS = 4096
+
+
+def own_events(url: str, session_hash: str) -> set[str]:
+    """The ids of this session's events that this process joined (a live set, for the follower
+    to add to): an event of the session not among them belongs to another client."""
+    with _UNFINISHED_GUARD:
+        key = (url, session_hash)
+        found = _OWN.pop(key, None)
+        if found is None:
+            found = set()
+        elif len(found) > 256:
+            found.clear()  # only the session's recent events can still send anything
+        _OWN[key] = found
+        while len(_OWN) > OWN_SESSIONS:
+            _OWN.pop(next(iter(_OWN)))
+        return found
+
+
 def unfinished_bases(url: str, session_hash: str) -> list[list[Any]]:
     """The last outputs of this session's streams that ended unfinished, newest first."""
     with _UNFINISHED_GUARD:
@@ -408,3 +428,25 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
     url = urllib.parse.urljoin(client.src_prefixed, f"file={path}")
     return {"path": path, "url": url, "orig_name": name, "size": len(data), "mime_type": mime_type,
             "meta": {"_type": "gradio.FileData"}}
+
+
+def close_session(client: Any) -> None:
+    """Tell the Space that this session's page is closed, as a browser tab does when it closes.
+
+    The page keeps a heartbeat stream open while it lives; when that stream ends, Gradio runs the
+    page's `unload` steps and marks the session closed, and deletes its State an hour later
+    (instead of keeping it until its session cap evicts it). The adapter opens no heartbeat
+    during turns, so it opens one now and ends it once the Space has answered. Blocking.
+    """
+    url = gci.derived_url(client, f"heartbeat/{client.session_hash}")
+    try:
+        with httpx.stream("GET", url, **gci.request_kwargs(client)) as response:
+            if response.status_code != 200:
+                raise httpx.HTTPStatusError(
+                    f"heartbeat answered {response.status_code}", request=response.request, response=response
+                )
+            next(response.iter_bytes(), None)  # the Space's first beat: it holds the session now
+    except QwenSpaceError:
+        raise
+    except Exception as exc:
+        raise translate(exc, client.src) from None

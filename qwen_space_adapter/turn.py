@@ -200,6 +200,7 @@ class Turn:
         follower = bridge.JobFollower(
             url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
             accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
+            own=session.own_events(url, session_hash),
         )
         if router is not None:
             router.follower = follower
@@ -540,6 +541,23 @@ async def _attempt(
         if turn.router is not None:
             turn.router.follower = None
         turn.ending = ending.end_turn(turn.client, turn.unfinished)
+
+
+async def close_conversation(conversation: JsonConversation, opts: RequestOptions) -> None:
+    """End the conversation's session on the Space, as a closing browser tab does (see
+    `session.close_session`), once its last turn is over (the session's gate)."""
+    clock = Clock(opts, time.monotonic())
+    gate = session.gate(opts.target.url, conversation.session_hash)
+    await clock.bounded(gate.acquire())
+    try:
+        info = await _retrying(clock, lambda: session.space_info(opts.target, opts.connect_timeout))
+        client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
+        try:
+            await _retrying(clock, partial(bridge.in_daemon_thread, session.close_session, client))
+        finally:
+            session.close_client(client, wait=False)
+    finally:
+        gate.release()
 
 
 class _StaleConfig(APIChangedError):

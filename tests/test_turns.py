@@ -25,6 +25,8 @@ import pytest
 from threadcount import settle_threads, thread_count
 
 from qwen_space_adapter import (
+    ConversationInUseError,
+    InvalidRequestError,
     JsonConversation,
     Qwen_Qwen_2_5M,
     SpaceAppError,
@@ -326,3 +328,62 @@ async def test_a_new_conversation_after_a_redeploy_runs_only_the_new_pages_chat_
     with pytest.raises(SpaceRestartedError, match="Start a new conversation"):
         await old.ask("Do you remember me?")
     assert httpx.get(f"{shifted.url}/calls", timeout=10).json() == calls, "a step ran for the orphan"
+
+
+# --- closing a conversation, as a browser tab closes -------------------------------------------
+
+@pytest.mark.parametrize("ui", [None, "gradio6"])
+async def test_a_closed_conversation_frees_its_session_and_cannot_go_on(qwen_shared_replica, ui):
+    replica = qwen_shared_replica(**({"ui": ui} if ui else {}))
+    chat = Chat(replica.url)
+    await chat.ask("Start")
+    session_hash = chat.conversation.session_hash
+    state = httpx.get(f"{replica.url}/replica/session", params={"session_hash": session_hash}, timeout=10).json()
+    assert state == {"known": True, "closed": False}
+    await Qwen_Qwen_2_5M.aclose_conversation(chat.conversation)
+    state = httpx.get(f"{replica.url}/replica/session", params={"session_hash": session_hash, "closed_within": 10},
+                      timeout=20).json()
+    assert state == {"known": True, "closed": True}, "the Space was not told the page closed"
+    restored = JsonConversation.from_dict(json.loads(json.dumps(chat.conversation.get_dict())))
+    with pytest.raises(InvalidRequestError, match="was closed"):
+        Qwen_Qwen_2_5M.create_async_generator("", [*chat.messages, {"role": "user", "content": "more"}],
+                                              conversation=restored)
+    await Qwen_Qwen_2_5M.aclose_conversation(restored)  # closing twice is no error, and sends nothing
+
+
+# --- one conversation in two processes at once --------------------------------------------------
+
+_OTHER_PROCESS = """
+import json, sys
+from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M
+conv = JsonConversation.from_dict(json.loads(sys.argv[2]))
+try:
+    Qwen_Qwen_2_5M.ask("long [[tokens=2000]] [[delay=0.01]]", space=sys.argv[1], conversation=conv, timeout=60)
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+async def test_one_conversation_in_two_processes_at_once_fails_fast(qwen_replica_factory):
+    """Saved and restored across processes, a conversation moves; used from two at the same
+    moment, the Space hands each message to whichever reads first. The side that sees the other's
+    answer says so at once (ConversationInUseError), instead of waiting out its timeout."""
+    replica = qwen_replica_factory()
+    chat = Chat(replica.url)
+    await chat.ask("Start")
+    saved = json.dumps(chat.conversation.get_dict())
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS, replica.url, saved],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not replica.stats()["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # a bound on a state the replica reports, polled
+        assert replica.stats()["active"], "the other process never started its answer"
+        with pytest.raises(ConversationInUseError, match="in use by another client"):
+            await chat.ask("Me too [[tokens=2000]] [[delay=0.01]]", timeout=60)
+    finally:
+        other.kill()
+        other.wait(10)

@@ -164,8 +164,9 @@ STATS = Stats()
 
 
 def add_stats_routes(app: Any) -> None:
-    """`/replica/stats` and `/replica/wait-idle` on the server's FastAPI app (sync routes run
-    in FastAPI's thread pool, so waiting does not block the server)."""
+    """`/replica/stats`, `/replica/wait-idle` and `/replica/session?session_hash=H` on the
+    server's FastAPI app (sync routes run in FastAPI's thread pool, so waiting does not block
+    the server)."""
 
     def stats() -> dict[str, Any]:
         return STATS.snapshot()
@@ -173,8 +174,22 @@ def add_stats_routes(app: Any) -> None:
     def wait_idle(timeout: float = 10.0) -> dict[str, Any]:
         return STATS.wait_idle(timeout)
 
+    def session(session_hash: str, closed_within: float = 0.0) -> dict[str, Any]:
+        # Gradio's own record of a session: whether it holds State for it, and whether its page
+        # was closed (a closed session's State is deleted an hour later). With `closed_within`,
+        # waits that long for the close (the Space handles a closed page as it notices it).
+        deadline = time.monotonic() + min(closed_within, 30.0)
+        while True:
+            data = getattr(getattr(app, "state_holder", None), "session_data", {}) or {}
+            state = data.get(session_hash)
+            closed = bool(getattr(state, "is_closed", False))
+            if closed or time.monotonic() >= deadline:
+                return {"known": state is not None, "closed": closed}
+            time.sleep(0.02)
+
     app.add_api_route("/replica/stats", stats, methods=["GET"])
     app.add_api_route("/replica/wait-idle", wait_idle, methods=["GET"])
+    app.add_api_route("/replica/session", session, methods=["GET"])
 
 
 def parser(description: str | None) -> argparse.ArgumentParser:
