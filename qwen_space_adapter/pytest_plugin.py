@@ -49,9 +49,12 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     import httpx
 
     try:
-        r = httpx.get(url.rstrip("/") + "/config", timeout=timeout, follow_redirects=True)
+        # Never followed: a redirect may point off the origin the caller named.
+        r = httpx.get(url.rstrip("/") + "/config", timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as e:
         return f"cannot reach {url}: {type(e).__name__}: {e}"
+    if r.is_redirect:
+        return f"{url}/config redirects to {r.headers.get('location')!r}, which is not followed"
     if r.status_code != 200:
         return f"{url}/config answered HTTP {r.status_code}"
     try:

@@ -77,7 +77,8 @@ def test_the_flavor_serves_gradio_6s_own_chat_interface(g6):
     assert page.input_type == "multimodaltextbox" and page.chatbot_type == "chatbot"
     # ChatInterface's chain: clear and save the textbox, append the message, stream the answer,
     # then copy the chatbot the client holds into the history the next answer reads.
-    assert [s.name for s in page.chain][:2] == ["_clear_and_save_textbox", "_append_message_to_history"]
+    # Gradio 6 dispatches the first step's `.success` listener (lambda_5) before its `.then` one.
+    assert [s.name for s in page.chain][:3] == ["_clear_and_save_textbox", "lambda_5", "_append_message_to_history"]
     assert page.answer_step.name == "_submit_fn" and page.answer_step.generator
     after = page.chain[page.answer + 1 :]
     assert any(page.chatbot_id in s.inputs and "state" in page.types(s.outputs) for s in after)

@@ -51,7 +51,11 @@ async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replic
         msgs.append({"role": "user", "content": f"stopped {i} [[tokens=60]]"})
         _, conv = await _turn(replica.url, msgs, conv, stop_at)
         msgs += [{"role": "assistant", "content": "(stopped)"}, {"role": "user", "content": f"again {i}"}]
-        text, conv = await _turn(replica.url, msgs, conv, None)
+        try:
+            text, conv = await _turn(replica.url, msgs, conv, None)
+        except Exception as exc:
+            raise AssertionError(f"round {i}, stopped at {stop_at:.3f} s: {exc!r}\nthe Space's log:\n"
+                                 + replica.log_tail(60)) from exc
         assert text.startswith(f'You said: "again {i}".'), f"round {i}, stopped at {stop_at:.3f} s: {text!r}"
         msgs.append({"role": "assistant", "content": text})
     assert await anyio.to_thread.run_sync(ending.wait_all, 15.0)

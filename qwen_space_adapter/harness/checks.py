@@ -205,10 +205,14 @@ def is_replica(url: str) -> bool:
 
 async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
     try:
-        async with httpx.AsyncClient(timeout=15.0, follow_redirects=True) as client:
+        # Never followed: a redirect may point off the origin the caller named.
+        async with httpx.AsyncClient(timeout=15.0, follow_redirects=False) as client:
             r = await client.get(ctx.url + "/config")
     except httpx.HTTPError as e:
         raise CheckFailed(f"cannot reach {ctx.url}/config: {type(e).__name__}: {e}") from None
+    if r.is_redirect:
+        raise CheckFailed(f"{ctx.url}/config redirects to {r.headers.get('location')!r}, which is not followed: "
+                          "name the Space's own URL")
     if r.status_code != 200:
         raise CheckFailed(f"{ctx.url}/config answered HTTP {r.status_code}")
     try:
