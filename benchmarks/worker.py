@@ -329,7 +329,7 @@ class BridgeOnly:
                 raise RuntimeError("the bridge's tap is unavailable with this gradio_client")
             follower = bridge.JobFollower(self.url, True, ("textbox",))
             router.follower = follower
-            bridge.submit(client, follower, 0, n, delay)
+            bridge.submit(client, follower, 0, [n, delay], [n, delay])
             rec = Recorder()
             async for event in follower.events():
                 if isinstance(event, bridge.Output | bridge.Completed):
