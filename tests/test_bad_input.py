@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -16,6 +17,8 @@ from qwen_space_adapter import (
     Qwen_Qwen_2_5M,
     QwenSpaceError,
     SpaceUnavailableError,
+    ending,
+    workers,
 )
 from qwen_space_adapter.messages import MAX_PROMPT_CHARS
 from qwen_space_adapter.options import MAX_FILE_BYTES, parse_options
@@ -127,6 +130,9 @@ def test_every_bad_call_is_refused_before_any_request(files, mocker):
     # made after starting the config fetch would pass a connect-only test by luck of timing).
     cases = bad_calls(files)
     assert len(cases) >= 25 and len({name for name, *_ in cases}) == len(cases)
+    # The mocks are process-wide: turns of earlier tests must have ended first (their endings run
+    # in the background and make requests of their own).
+    assert ending.wait_all(30.0) and _workers_idle(), "an earlier test's turn is still ending"
     connect = mocker.patch.object(socket.socket, "connect", side_effect=AssertionError("network used"))
     lookup = mocker.patch.object(socket, "getaddrinfo", side_effect=AssertionError("name looked up"))
     thread = mocker.patch.object(threading.Thread, "start", side_effect=AssertionError("thread started"))
@@ -328,3 +334,11 @@ def test_an_adapter_bug_is_not_retryable():
     assert type(err) is AdapterBugError and err.retryable is False
     assert AdapterBugError("x").retryable is False
     assert "Retrying may work" not in str(err)
+
+
+def _workers_idle(within: float = 30.0) -> bool:
+    """Whether the adapter's workers are all idle within `within` seconds (a bound, polled)."""
+    deadline = time.monotonic() + within
+    while workers.busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not workers.busy()

@@ -13,10 +13,11 @@ import copy
 import json
 import threading
 
+import anyio
 import gradio_client.client
 import pytest
 
-from qwen_space_adapter import Qwen_Qwen_2_5M, StreamInterruptedError, session
+from qwen_space_adapter import Qwen_Qwen_2_5M, StreamInterruptedError, ending, session
 from qwen_space_adapter import _gc_internals as gci
 from qwen_space_adapter.options import parse_options
 from tests.fakespace import Handler, fake_space, page_config
@@ -41,6 +42,8 @@ async def test_a_warm_turn_builds_its_client_without_copies_endpoints_or_threads
     assert info is not None and info.endpoints
     before = json.dumps([info.config, info.api_info], sort_keys=True, default=str)
 
+    # The spies are process-wide: the warm-up turn's ending (in the background) must be over first.
+    assert await anyio.to_thread.run_sync(ending.wait_all, 30.0)
     deepcopies = mocker.spy(copy, "deepcopy")
     endpoints = mocker.spy(gradio_client.client.Endpoint, "__init__")
     started: list[object] = []
