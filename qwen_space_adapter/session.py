@@ -6,7 +6,7 @@ again only when a failure says the Space changed (`space_info(stale=...)`). Each
 `gradio_client` client of its own, built from that cache without a request and bound to the
 conversation's session hash. Gradio delivers a session's messages to whichever reader of that
 session asks first, so two readers on one session steal each other's messages: `SessionGate`
-lets one turn run per session at a time, and `end_client` ends the turn's reader (gracefully,
+lets one turn run per session at a time, and `ending.end_client` ends the turn's reader (gracefully,
 then by cutting its connection) before the gate opens for the next turn.
 """
 
@@ -20,7 +20,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import httpx
 
 from . import _gc_internals as gci
@@ -32,8 +31,6 @@ from .target import DEFAULT_SPACE_URL, SpaceTarget, env_space, hub_endpoint, hub
 
 __all__ = ["DEFAULT_SPACE_URL", "SpaceInfo", "SpaceTarget", "env_space", "space_url"]
 
-READER_GRACE = 3.0  # seconds a finished turn waits for the Space to close its stream by itself
-READER_JOIN = 5.0  # seconds to wait for the reader thread once its connection is cut
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
 
@@ -329,51 +326,6 @@ def open_client(info: SpaceInfo, session_hash: str,
         raise translate(exc, info.target.url) from None
     client.session_hash = session_hash
     return client
-
-
-def _join_reader(client: Any) -> None:
-    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, "stream_executor", None)
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _drop_queued(client: Any) -> None:
-    """Remove the session's queued events from the Space's queue.
-
-    Gradio's `/cancel` stops running events only: a job cancelled while queued would still run
-    later, answering into the session's history. Gradio removes a session's queued events when
-    one of its streams disconnects, so open one and close it at once.
-    """
-    try:
-        with httpx.stream(
-            "GET", client.sse_url, params={"session_hash": client.session_hash}, **gci.request_kwargs(client)
-        ):
-            pass
-    except Exception:
-        pass
-
-
-async def end_client(client: Any, grace: float = READER_GRACE, cancelled: bool = False) -> None:
-    """End a turn's client: its reader first (it must not outlive the turn), then its threads.
-
-    The Space closes a session's stream once its last event completed; a turn waits up to
-    `grace` for that, so no message of this turn is left for the next reader. Past it (a Space
-    that never answers, a trickling proxy) the connection is cut. After a cancelled turn the
-    session's queued events are dropped. Shielded: a cancelled caller still leaves nothing behind.
-    """
-    with anyio.CancelScope(shield=True):
-        with anyio.move_on_after(grace) as scope:
-            await in_daemon_thread(_join_reader, client)
-        if scope.cancelled_caught:
-            end = getattr(client, "end_reader", None)
-            if end is not None:
-                end()
-            with anyio.move_on_after(READER_JOIN):
-                await in_daemon_thread(_join_reader, client)
-        if cancelled:
-            with anyio.move_on_after(READER_JOIN):
-                await in_daemon_thread(_drop_queued, client)
-    close_client(client, wait=False)
 
 
 def close_client(client: Any, wait: bool = True) -> None:
