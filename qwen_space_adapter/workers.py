@@ -1,11 +1,14 @@
 """Daemon worker threads, reused: a blocking call handed off from the event loop costs a queue
-put, not a thread start.
+put, never a thread start.
 
 Why not a new thread per call: `Thread.start()` returns only once the new thread runs, which
 needs the interpreter lock; with a hundred conversations' readers busy, that wait stalled the
-caller's event loop for up to a second per step. Why not `concurrent.futures`: its workers are
-not daemons, so a call abandoned on cancellation (a request to a Space that never answers)
-would hold the interpreter's exit until its own deadline. Idle workers end after `IDLE` seconds.
+caller's event loop for up to a second per step. So the caller's thread never starts one: with
+no idle worker, the task goes to the starter, one daemon thread that starts workers, and a
+worker that falls idle takes a task still waiting there first. Why not `concurrent.futures`: its
+workers are not daemons, so a call abandoned on cancellation (a request to a Space that never
+answers) would hold the interpreter's exit until its own deadline. Idle workers end after
+`IDLE` seconds; the starter lives as long as the process.
 """
 
 from __future__ import annotations
@@ -15,38 +18,64 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-WORKER_NAME = "qwen-space worker"
+WORKER_NAME = "qwen-space worker"  # the starter's name begins with it too: tests see both as a cache
 IDLE = 10.0  # seconds an idle worker waits for work before it ends
 
-_tasks: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+Task = tuple[Callable[..., Any], tuple[Any, ...]]
+_tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()  # tasks promised to idle workers
+_unstarted: queue.SimpleQueue[Task] = queue.SimpleQueue()  # tasks waiting for a worker to start
 _lock = threading.Lock()
+_starter: threading.Thread | None = None
 _idle = 0  # workers waiting for a task, not yet promised one
-_busy = 0  # workers running a task
+_busy = 0  # tasks handed to `spawn` and not yet ended
 
 
 def busy() -> int:
-    """How many workers run a task now (idle ones are a cache, not a leak: tests count these)."""
+    """How many tasks run or wait for a worker now (idle workers are a cache, not a leak: tests
+    count these)."""
     return _busy
 
 
 def spawn(fn: Callable[..., Any], *args: Any) -> None:
     """Run `fn(*args)` on a daemon worker; it must handle its own exceptions (they are dropped)."""
-    global _idle
+    global _idle, _starter, _busy
     with _lock:
-        reuse = _idle > 0
-        if reuse:
+        _busy += 1
+        if _idle > 0:
             _idle -= 1  # an idle worker is promised to this task
             _tasks.put((fn, args))
-    if not reuse:
-        threading.Thread(target=_work, args=(fn, args), name=WORKER_NAME, daemon=True).start()
+            return
+        _unstarted.put((fn, args))
+        starter = _starter
+        # After a fork the starter is gone (the child has only the forking thread).
+        if starter is None or not starter.is_alive():
+            starter = _starter = threading.Thread(target=_start_workers, name=f"{WORKER_NAME} starter",
+                                                  daemon=True)
+        else:
+            return
+    starter.start()  # once per process, before any worker exists
+
+
+def _start_workers() -> None:
+    while True:
+        task = _unstarted.get()
+        threading.Thread(target=_work, args=task, name=WORKER_NAME, daemon=True).start()
 
 
 def _work(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    global _idle
+    global _idle, _busy
     while True:
         try:
             fn(*args)
         except BaseException:
+            pass
+        finally:
+            with _lock:
+                _busy -= 1
+        try:  # a task still waiting for a worker to start is this one's now
+            fn, args = _unstarted.get_nowait()
+            continue
+        except queue.Empty:
             pass
         with _lock:
             _idle += 1
