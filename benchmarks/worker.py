@@ -319,22 +319,22 @@ class BridgeOnly:
     async def plain(self, n: int, delay: float) -> Recorder:
         from gradio_client import Client
 
-        from qwen_space_adapter import bridge
-        from qwen_space_adapter.session import close_client
+        from qwen_space_adapter import bridge, protocol
+        from qwen_space_adapter.clients import close_client
 
         client = Client(self.url, verbose=False, download_files=False, analytics_enabled=False)
         try:
             router = bridge.install_tap(client)
             if router is None:
                 raise RuntimeError("the bridge's tap is unavailable with this gradio_client")
-            follower = bridge.JobFollower(self.url, True, ("textbox",))
+            follower = protocol.JobFollower(self.url, True, ("textbox",))
             router.follower = follower
             bridge.submit(client, follower, 0, [n, delay], [n, delay])
             rec = Recorder()
             async for event in follower.events():
-                if isinstance(event, bridge.Output | bridge.Completed):
+                if isinstance(event, protocol.Output | protocol.Completed):
                     rec.feed_snapshot(event.data[0], time.time())
-                if isinstance(event, bridge.Completed):
+                if isinstance(event, protocol.Completed):
                     break
             return rec
         finally:

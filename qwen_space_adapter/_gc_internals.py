@@ -28,6 +28,7 @@ missing or changed, `tap_supported()` is false and the adapter uses the public `
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import functools
 import inspect
@@ -47,6 +48,7 @@ from gradio_client import Client
 from gradio_client.utils import ServerMessage
 from packaging import version as _version
 
+from .constants import MAX_UPDATE_BYTES
 from .errors import APIChangedError, StreamInterruptedError
 
 # gradio_client releases whose internals this module was written and tested against.
@@ -54,9 +56,9 @@ TESTED_VERSIONS = ("2.7",)
 GC_VERSION: str = getattr(gradio_client, "__version__", "") or ""
 
 READER_ENDED = "qwen_space_adapter:reader_ended"
-MAX_UPDATE_BYTES = 32 * 1024 * 1024
-"""The largest single server message (one update) the reader accepts; a larger one ends the turn
-with `StreamInterruptedError`. A whole 1M-token answer, JSON-escaped, stays well below it."""
+# MAX_UPDATE_BYTES (constants): the largest single server message (one update) the reader
+# accepts; a larger one ends the turn with `StreamInterruptedError`. A whole 1M-token answer,
+# JSON-escaped, stays well below it.
 OLDEST_GRADIO = _version.Version("4.0")
 """Older pages make gradio_client post the whole config to a Hugging Face service to learn the
 API (`SPACE_FETCHER_URL`), a host the caller did not name; they are refused before that."""
@@ -97,7 +99,21 @@ def problems() -> list[str]:
         found.append("Endpoint no longer holds its client as _client (AdapterClient rebinds copies)")
     if "self.httpx_kwargs.copy()" not in stream_src:
         found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
+    try:
+        job_src = inspect.getsource(gradio_client.client.Job.__init__)
+    except (OSError, TypeError, AttributeError):
+        job_src = ""
+    if "self.future" not in job_src:
+        found.append("Job.__init__ no longer keeps its future as self.future")
+    # The attributes this module reads outside the tap (api_info, shut_executors, file_url...).
+    for attribute in ("self._info", "self.src_prefixed", "self.sse_url", "self.upload_url",
+                      "self.httpx_kwargs", *(f"self.{name}" for name in _EXECUTORS)):
+        if attribute not in init_src:
+            found.append(f"Client.__init__ no longer sets {attribute}")
     return found
+
+
+_EXECUTORS = ("executor", "helper_executor", "stream_executor")  # thread pools a Client keeps
 
 
 @functools.cache
@@ -186,7 +202,7 @@ class _Messages(httpx.SyncByteStream):
                 error = StreamInterruptedError(
                     f"The Space sent an update larger than {MAX_UPDATE_BYTES // (1024 * 1024)} MiB "
                     f"({size} bytes and counting); the adapter refuses updates over "
-                    "qwen_space_adapter.session.MAX_UPDATE_BYTES and ended the answer. Ask for a shorter "
+                    "qwen_space_adapter.constants.MAX_UPDATE_BYTES and ended the answer. Ask for a shorter "
                     "answer, or start a new conversation if the Space's history has grown that large."
                 )
                 if self._on_refused is not None:
@@ -378,7 +394,7 @@ class AdapterClient(Client):
             return self._cached[0]
         config = super()._get_config()
         # No heartbeat, for this client and every client built from its config: see
-        # `session.open_client`. Set before `Client.__init__` reads it, so none is started.
+        # `clients.open_client`. Set before `Client.__init__` reads it, so none is started.
         if isinstance(config, dict):
             config["connect_heartbeat"] = False
         return config
@@ -528,6 +544,48 @@ def request_kwargs(client: Client, deadline: float | None = None) -> dict[str, A
     if deadline is not None:
         kwargs["auth"] = Deadline(deadline)
     return kwargs
+
+
+def api_info(client: Client) -> dict[str, Any]:
+    """The API info the client fetched (`Client._info`): cached with the config, it seeds later clients."""
+    return client._info  # type: ignore[no-any-return]
+
+
+def shut_executors(client: Client, wait: bool) -> None:
+    """Stop the client's executors (`close()` leaves them): with `wait`, until their threads end."""
+    for name in _EXECUTORS:
+        pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, name, None)
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def request_deadline(client: Client) -> float | None:
+    """The total deadline of the client's plain requests (its `Deadline` auth), if it has one."""
+    auth = client.httpx_kwargs.get("auth")
+    return auth.seconds if isinstance(auth, Deadline) else None
+
+
+def file_url(client: Client, path: str) -> str:
+    """Where the Space serves an uploaded file: the value its page puts in a file's `url`."""
+    return urllib.parse.urljoin(client.src_prefixed, f"file={path}")
+
+
+def join_reader(client: Client) -> None:
+    """Wait for the client's SSE reader to end: it runs on the `stream_executor` pool."""
+    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, "stream_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=False)
+
+
+def job_future(job: Any) -> concurrent.futures.Future[Any] | None:
+    """The future of a job: a `Job`'s own (`Job.future`), or the adapter's jobs' (`bridge`)."""
+    future = getattr(job, "future", None)
+    return future if isinstance(future, concurrent.futures.Future) else None
+
+
+def stream_url(client: Client) -> str:
+    """The Space's queue stream (`Client.sse_url`), checked to be on its origin."""
+    return check_same_origin(client.src, client.sse_url)
 
 
 def cancel(client: Client, fn_index: int, event_id: str | None) -> None:

@@ -33,11 +33,10 @@ from typing import Any, TextIO
 
 import anyio
 
+from .constants import CLI_MODEL, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .conversation import JsonConversation
 from .errors import InvalidRequestError, QwenSpaceError
 from .events import QueueStatus, Reasoning, Summary, TextRewritten
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Called, in order, when a second Ctrl-C ends the process at once (e.g. kill the --replica).
 _HARD_EXIT_HOOKS: list[Any] = []
@@ -498,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="attach a text document (repeatable); interactively, to the first message only: "
                            "the Space keeps it for the follow-up questions")
     chat.add_argument("--json", action="store_true", help="print one JSON object per event")
-    chat.add_argument("--model", default="qwen-2.5-1m",
+    chat.add_argument("--model", default=CLI_MODEL,
                       help="the model name: qwen-2.5-1m or qwen-2.5-1m-demo, the same model (default: %(default)s)")
     chat.add_argument("--timeout", type=float, default=None, help="seconds for the whole answer")
     chat.set_defaults(func=cmd_chat)

@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 
 from . import _gc_internals as gci
-from . import session, workers
-from .bridge import Channel
+from . import clients, workers
+from .workers import Channel
 
 READER_GRACE = 1.0  # seconds a turn waits for the Space to close its stream by itself (it does so at once)
 READER_JOIN = 5.0  # seconds to wait for the reader thread once its connection is cut
@@ -100,7 +100,7 @@ def end_turn(client: Any, jobs: list[Any]) -> Ending | None:
 def end_client(client: Any, jobs: list[Any]) -> None:
     """End a turn's client (blocking, bounded): its left jobs, its reader, then its threads."""
     for job in jobs:
-        _wait(getattr(job, "future", None), CALL_GRACE)
+        _wait(gci.job_future(job), CALL_GRACE)
     for job in jobs:
         workers.run_bounded(job.cancel, CALL_GRACE)
     if not workers.run_bounded(_join_reader, READER_GRACE, client):
@@ -108,7 +108,7 @@ def end_client(client: Any, jobs: list[Any]) -> None:
         workers.run_bounded(_join_reader, READER_JOIN, client)
     if jobs:
         workers.run_bounded(drain, DRAIN_LIMIT, client)
-    session.close_client(client, wait=False)
+    clients.close_client(client, wait=False)
 
 
 def drain(client: Any) -> None:
@@ -125,7 +125,7 @@ def drain(client: Any) -> None:
     for _ in range(DRAIN_STREAMS):
         try:
             with httpx.stream(
-                "GET", client.sse_url, params={"session_hash": client.session_hash},
+                "GET", gci.stream_url(client), params={"session_hash": client.session_hash},
                 **{**gci.request_kwargs(client), "timeout": httpx.Timeout(CALL_GRACE, read=DRAIN_QUIET)},
             ) as response:
                 if response.status_code != 200:
@@ -141,9 +141,7 @@ def drain(client: Any) -> None:
 def _join_reader(client: Any) -> None:
     """Wait for the client's reader to end. A reader not started yet still runs: after a cancel
     it reads the completion the cancel sends, which ends the session's stream cleanly."""
-    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(client, "stream_executor", None)
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=False)
+    gci.join_reader(client)
 
 
 def _wait(future: concurrent.futures.Future[Any] | None, timeout: float) -> None:

@@ -7,7 +7,8 @@ what happened and what to do. Nothing else in the package turns a foreign except
 
 `translate(exc, url)` is the entry point; `app_error(message)` reads an error the Space's own
 code reported inside a job; `is_config_mismatch(err)` says whether re-reading the Space's config
-may cure a failure (a redeployed Space shifts fn indices and value shapes).
+may cure a failure (a redeployed Space shifts fn indices and value shapes); `stage_error(target)`
+asks the Hub why a Space given by id does not serve (its second table, `_STAGES`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .errors import (
     SpaceUnavailableError,
     StreamInterruptedError,
 )
-from .target import is_loopback
+from .target import SpaceTarget, hub_endpoint, hub_token, is_loopback
 
 Factory = Callable[[BaseException, str, str], QwenSpaceError]
 
@@ -251,3 +252,53 @@ def is_config_mismatch(err: QwenSpaceError) -> bool:
     return isinstance(err, SpaceAppError) and bool(
         re.search(r"\b(inputs?|arguments?|fn_index)\b", err.space_message or "", re.IGNORECASE)
     )
+
+
+# The Hub's word on a Space that does not serve: its stage, what to tell, whether to retry.
+_STAGES = {
+    "SLEEPING": ("is sleeping. A request wakes it: retry in a minute or two, or open {page} to wake it.", True),
+    "PAUSED": ("is paused by its owner and will not answer until they restart it. Use a duplicate "
+               "of it (space=...).", False),
+    "BUILDING": ("is building. Retry in a few minutes.", True),
+    "RUNNING_BUILDING": ("is rebuilding. Retry in a few minutes.", True),
+    "APP_STARTING": ("is starting. Retry in a minute.", True),
+    "RUNNING_APP_STARTING": ("is restarting. Retry in a minute.", True),
+    "STOPPED": ("is stopped. Its owner must restart it; or use a duplicate (space=...).", False),
+}
+
+
+def stage_error(target: SpaceTarget) -> SpaceUnavailableError | None:
+    """Ask the Hugging Face Hub why the Space does not serve (sleeping, paused, building...).
+
+    Only called after a failure, and only for Spaces known by id: a running Space costs no
+    request to the Hub. None when the Hub cannot tell (offline, unknown Space, running), and
+    when a proxy is set: huggingface_hub would not go through it, and every request must.
+    """
+    if not target.space_id or target.proxy:
+        return None
+    # Asked at `$HF_ENDPOINT`, as huggingface_hub would, but read now and named in the message;
+    # the token goes only to Hugging Face over https (`hub_token`). False, not None: given None,
+    # huggingface_hub would send the environment's token itself.
+    endpoint = hub_endpoint()
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=endpoint)
+        runtime = api.get_space_runtime(target.space_id, token=hub_token(target.token, endpoint) or False)
+        stage = str(getattr(runtime, "stage", ""))
+    except Exception:
+        return None
+    stage = stage.rsplit(".", 1)[-1].upper()
+    page = f"{endpoint}/spaces/{target.space_id}"
+    if stage in _STAGES:
+        text, retryable = _STAGES[stage]
+        err = SpaceUnavailableError(f"The Space {target.space_id} {text.format(page=page)}")
+    elif stage.endswith("ERROR") or stage in ("NO_APP_FILE", "DELETING"):
+        err = SpaceUnavailableError(
+            f"The Space {target.space_id} is broken ({stage}); see {page}. Use a duplicate (space=...)."
+        )
+        retryable = False
+    else:
+        return None
+    err.retryable = retryable
+    return err

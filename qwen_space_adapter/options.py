@@ -15,6 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FIRST_TOKEN_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF,
+    MAX_FILE_BYTES,
+    MAX_RETRIES,
+    MAX_RETRY_BACKOFF,
+    MAX_SECONDS,
+)
 from .errors import InvalidRequestError
 from .target import (
     DEFAULT_SPACE_URL,
@@ -28,20 +39,14 @@ from .target import (
 
 log = logging.getLogger("qwen_space_adapter")
 
-# A file is sent whole as context; Qwen2.5-1M reads about 4 MB of text, so 16 MB leaves room
-# for markup-heavy documents while refusing accidents (a video, a disk image) before upload.
-MAX_FILE_BYTES = 16 * 1024 * 1024
+# MAX_FILE_BYTES: a file is sent whole as context; Qwen2.5-1M reads about 4 MB of text, so 16 MB
+# leaves room for markup-heavy documents while refusing accidents (a video, a disk image) before
+# upload. The MAX_* bounds of deadlines and retries: a value above them is a typo or a unit
+# mistake (milliseconds for seconds), and a huge number (10**400) would otherwise overflow deep
+# inside a timer instead of failing here.
 # Every attachment accepted is UTF-8 text (the Space reads text documents only), so all are sent
 # as text/plain; a binary type, if one is ever accepted, would be named by its extension.
 TEXT_MIME_TYPE = "text/plain"
-DEFAULT_FIRST_TOKEN_TIMEOUT = 600.0  # a 1M-token prefill takes minutes on the live Space
-DEFAULT_IDLE_TIMEOUT = 120.0
-DEFAULT_CONNECT_TIMEOUT = 30.0
-# Upper bounds: a value above them is a typo or a unit mistake (milliseconds for seconds), and
-# a huge number (10**400) would otherwise overflow deep inside a timer instead of failing here.
-MAX_SECONDS = 24 * 60 * 60.0
-MAX_RETRIES = 10
-MAX_RETRY_BACKOFF = 60.0
 # g4f and OpenAI-style callers pass these; the Space has no knob for them, so they are ignored.
 IGNORED_KWARGS = frozenset(
     {
@@ -85,8 +90,8 @@ class RequestOptions:
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     # The time allowed for each attempt to reach the Space (connect, TLS, first config fetch).
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    max_retries: int = 2
-    retry_backoff: float = 0.5
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
     ignored: tuple[str, ...] = field(default=())
 
 
@@ -366,8 +371,10 @@ def parse_options(
         connect_timeout=_required_seconds(
             "connect_timeout", kw.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         ),
-        max_retries=_retries(kw.pop("max_retries", 2)),
-        retry_backoff=_required_seconds("retry_backoff", kw.pop("retry_backoff", 0.5), MAX_RETRY_BACKOFF),
+        max_retries=_retries(kw.pop("max_retries", DEFAULT_MAX_RETRIES)),
+        retry_backoff=_required_seconds(
+            "retry_backoff", kw.pop("retry_backoff", DEFAULT_RETRY_BACKOFF), MAX_RETRY_BACKOFF
+        ),
         ignored=tuple(sorted(k for k in kw if k in IGNORED_KWARGS)),
     )
     unknown = sorted(k for k in kw if k not in IGNORED_KWARGS)

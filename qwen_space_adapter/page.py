@@ -19,7 +19,7 @@ Supported families (by component type on the wire):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -150,6 +150,25 @@ class Page:
                 return not step.only_on_success
             return step.only_on_failure
         return outcome != FAILED or not step.only_on_success
+
+    # --- the walk --------------------------------------------------------------------------------
+    @property
+    def before_answer(self) -> tuple[Step, ...]:
+        """The chained steps a submit runs before its answer step (adding the message, ...)."""
+        return self.chain[: self.answer]
+
+    @property
+    def after_answer(self) -> tuple[Step, ...]:
+        """The chained steps after the answer step (re-enabling the input, saving history...)."""
+        return self.chain[self.answer + 1 :]
+
+    def walk(self, steps: Iterable[Step], outcomes: dict[int, str]) -> Iterator[Step]:
+        """The steps of `steps` that the page runs, in order. Each is decided (`runs`) only when
+        asked for, so the caller records how each step ended in `outcomes` before the next: the
+        one walk of a chain, shared by the adapter's turns and the harness's recorder."""
+        for step in steps:
+            if self.runs(step, outcomes):
+                yield step
 
     def event_fields(self, step: Step, trigger_id: int | None) -> dict[str, Any]:
         """What the page sends with a step besides its data: the component whose event started

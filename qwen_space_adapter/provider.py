@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import sniffio
 
+from .constants import DEFAULT_MODEL, DEFAULT_SPACE_URL, MODEL_ALIASES
 from .conversation import JsonConversation, check_conversation, generate_session_hash
 from .errors import InvalidRequestError, ModelNotSupportedError
 from .events import StreamEvent
 from .messages import build_prompt, validate_messages
 from .options import check_model, own_url, parse_options
-from .target import DEFAULT_SPACE_URL
 
 StreamItem = str | StreamEvent | JsonConversation
 
@@ -66,8 +66,8 @@ class Qwen_Qwen_2_5M:
     supports_stream: ClassVar[bool] = True
     supports_system_message: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
-    default_model: ClassVar[str] = "qwen-2.5-1m-demo"
-    model_aliases: ClassVar[dict[str, str]] = {"qwen-2.5-1m": "qwen-2.5-1m-demo"}
+    default_model: ClassVar[str] = DEFAULT_MODEL
+    model_aliases: ClassVar[dict[str, str]] = dict(MODEL_ALIASES)
     models: ClassVar[list[str]] = [default_model]
 
     @classmethod

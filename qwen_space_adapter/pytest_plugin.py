@@ -143,7 +143,7 @@ def qwen_shared_replica() -> Iterator[Callable[..., Any]]:
 def qwen_space_url(request: pytest.FixtureRequest) -> str:
     """The URL of the `--qwen-space` target: skips the test when none was given, fails it when
     the given target cannot be reached (probed once per session)."""
-    from .session import space_url
+    from .target import space_url
 
     target = request.config.getoption("--qwen-space")
     if not target:

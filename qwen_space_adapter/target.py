@@ -16,10 +16,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from .constants import DEFAULT_SPACE_ID, DEFAULT_SPACE_URL
 from .errors import InvalidRequestError
 
-DEFAULT_SPACE_ID = "Qwen/Qwen2.5-1M-Demo"
-DEFAULT_SPACE_URL = "https://qwen-qwen2-5-1m-demo.hf.space"
 SPACE_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -15,91 +15,37 @@ while time is left.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
-from . import bridge, ending, session
+from . import bridge, clients, config_cache, ending, protocol, session, workers
+from .config_cache import SpaceInfo
 from .conversation import JsonConversation, check_chatbot_format
+from .deadlines import Clock
 from .deltas import DeltaTracker, Item, answer_text
 from .errors import (
     APIChangedError,
     QwenSpaceError,
     SpaceAppError,
     SpaceRestartedError,
-    SpaceTimeoutError,
     StreamInterruptedError,
 )
 from .events import QueueStatus
 from .failures import is_config_mismatch, translate
 from .options import RequestOptions
 from .page import CANCELLED, FAILED, OK, Page, Step
-from .session import SpaceInfo
+from .retry import backoff, retrying
 
 log = logging.getLogger("qwen_space_adapter")
-T = TypeVar("T")
 TRAILING_STEP_LIMIT = 30.0  # seconds allowed to each step the page runs after the answer
-
-
-# The phase of a deadline: what the Space did not deliver in time, and the option that sets it.
-_DEADLINES = {
-    "answer": ("the whole answer", "timeout"),
-    "first token": ("the first token of its answer", "first_token_timeout"),
-    "silence": ("a next update of its answer (it fell silent)", "idle_timeout"),
-}
-
-
-@dataclass
-class Clock:
-    """The three deadlines of an answer: whole answer, first token, silence between updates."""
-
-    opts: RequestOptions
-    start: float
-    text_started: bool = False
-    last_update: float = 0.0
-
-    def left(self) -> tuple[float | None, str, float | None]:
-        """Seconds until the nearest deadline, which deadline it is, and its configured limit."""
-        now = time.monotonic()
-        opts = self.opts
-        candidates: list[tuple[float, str, float]] = []
-        if opts.timeout is not None:
-            candidates.append((self.start + opts.timeout - now, "answer", opts.timeout))
-        if not self.text_started and opts.first_token_timeout is not None:
-            candidates.append(
-                (self.start + opts.first_token_timeout - now, "first token", opts.first_token_timeout)
-            )
-        if self.text_started and opts.idle_timeout is not None:
-            candidates.append((self.last_update + opts.idle_timeout - now, "silence", opts.idle_timeout))
-        if not candidates:
-            return None, "", None
-        seconds, phase, limit = min(candidates)
-        return max(seconds, 0.0), phase, limit
-
-    def expired(self) -> SpaceTimeoutError:
-        _, phase, limit = self.left()
-        what, option = _DEADLINES.get(phase, (f"the {phase}", "timeout"))
-        return SpaceTimeoutError(
-            f"The Space did not deliver {what} within {limit} s ({option}). Raise {option}, or retry later.",
-            phase=phase,
-        )
-
-    async def bounded(self, awaitable: Awaitable[T]) -> T:
-        """Await `awaitable` within the nearest deadline, or raise `SpaceTimeoutError`."""
-        seconds, _, _ = self.left()
-        with anyio.move_on_after(seconds if seconds is not None else float("inf")) as scope:
-            return await awaitable
-        if scope.cancelled_caught:
-            raise self.expired()
-        raise AssertionError("unreachable")
 
 
 def _user_side(entry: Any) -> Any:
@@ -120,28 +66,6 @@ def _extends(chatbot: Any, sent: Any) -> bool:
         return False
     same = [_user_side(x) for x in chatbot[: len(sent)]] == [_user_side(x) for x in sent]
     return same and all(_user_side(x) is None for x in chatbot[len(sent) :])
-
-
-async def _backoff(clock: Clock, attempt: int, exc: QwenSpaceError) -> None:
-    """Wait before retry `attempt + 1`: exponential with jitter, never past a deadline."""
-    delay = clock.opts.retry_backoff * (2**attempt) * (0.5 + random.random())
-    seconds, _, _ = clock.left()
-    if seconds is not None and delay >= seconds:
-        raise exc
-    log.info("retrying after %s (attempt %d) in %.2fs", type(exc).__name__, attempt + 1, delay)
-    await anyio.sleep(delay)
-
-
-async def _retrying(clock: Clock, attempt_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt_fn` again after transient failures, while retries and time are left."""
-    for attempt in range(clock.opts.max_retries + 1):
-        try:
-            return await clock.bounded(attempt_fn())
-        except QwenSpaceError as exc:
-            if not exc.retryable or attempt == clock.opts.max_retries:
-                raise
-            await _backoff(clock, attempt, exc)
-    raise AssertionError("unreachable")
 
 
 class Turn:
@@ -186,7 +110,7 @@ class Turn:
         }
         self.conversation.app_id = self.info.app_id
 
-    async def follow(self, step: Step, trigger_id: int | None) -> AsyncGenerator[bridge.JobEvent, None]:
+    async def follow(self, step: Step, trigger_id: int | None) -> AsyncGenerator[protocol.JobEvent, None]:
         """Submit one step as the page does and yield its events, within the deadlines.
 
         Left before its end (break, cancel, deadline, error), the step's job is handed to the
@@ -197,7 +121,7 @@ class Turn:
         skipped = page.skipped_outputs(step)
         args = page.args(step, self.values)
         sent = self.values.get(page.chatbot_id) if page.chatbot_id in step.inputs else None
-        follower = bridge.JobFollower(
+        follower = protocol.JobFollower(
             url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
             accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
             own=session.own_events(url, session_hash),
@@ -220,10 +144,10 @@ class Turn:
                     event = await self.clock.bounded(events.__anext__())
                 except StopAsyncIteration:
                     return
-                done = isinstance(event, bridge.Completed)
+                done = isinstance(event, protocol.Completed)
                 follower.finished = follower.finished or done
                 follower.succeeded = follower.succeeded or done
-                if isinstance(event, bridge.Output) and step is page.answer_step:
+                if isinstance(event, protocol.Output) and step is page.answer_step:
                     self.last_outputs = event.data
                 yield event
                 if done:
@@ -243,7 +167,7 @@ class Turn:
         before = dict(self.values)
         async with aclosing(self.follow(step, trigger_id)) as follow:
             async for event in follow:
-                if isinstance(event, bridge.Completed):
+                if isinstance(event, protocol.Completed):
                     self.page.apply(step, self.values, event.data)
                     await self.fire(step, before)
                     return event.data
@@ -272,19 +196,17 @@ class Turn:
             return
         for comp_id in self.page.changed(step, before, self.values):
             for chain in self.page.listeners[comp_id]:
-                await _retrying(self.clock, partial(self.run_tree, chain, comp_id, depth + 1))
+                await retrying(self.clock, partial(self.run_tree, chain, comp_id, depth + 1))
 
     async def run_tree(self, chain: tuple[Step, ...], trigger_id: int | None, depth: int = 0) -> None:
         """Run a chain that streams no answer: each step once its parent ran, `.success` steps
         only after a parent that succeeded (`only_on_success`), as the page runs a chain."""
         outcomes: dict[int, str] = {}
-        for step in chain:
-            if not self.page.runs(step, outcomes):
-                continue
+        for step in self.page.walk(chain, outcomes):
             before = dict(self.values)
             async with aclosing(self.follow(step, trigger_id)) as follow:
                 async for event in follow:
-                    if isinstance(event, bridge.Completed):
+                    if isinstance(event, protocol.Completed):
                         self.page.apply(step, self.values, event.data)
             outcomes[step.fn_index] = OK
             await self.run_listeners(step, before, depth)
@@ -294,10 +216,7 @@ class Turn:
 
         The answer is over, so a failure here is logged, not raised; each step is bounded.
         """
-        page = self.page
-        for step in page.chain[page.answer + 1 :]:
-            if not self.page.runs(step, outcomes):
-                continue
+        for step in self.page.walk(self.page.after_answer, outcomes):
             try:
                 with anyio.fail_after(TRAILING_STEP_LIMIT):
                     await self.run_step(step, trigger_id)
@@ -316,16 +235,15 @@ class Turn:
         if getattr(self.conversation, "app_id", None) != self.info.app_id:
             return  # another app: its page never ran that answer
         outcomes = {self.page.answer_step.fn_index: CANCELLED}
-        steps = [step for step in self.page.chain[self.page.answer + 1 :] if step.fn_index in pending]
-        for step in steps:
-            if self.page.runs(step, outcomes):
-                try:
-                    with anyio.fail_after(TRAILING_STEP_LIMIT):
-                        await self.run_step(step, self.page.input_id)
-                    outcomes[step.fn_index] = OK
-                except (QwenSpaceError, TimeoutError) as exc:
-                    outcomes[step.fn_index] = FAILED
-                    log.warning("the step after the stopped answer (fn %d) failed: %s", step.fn_index, exc)
+        steps = [step for step in self.page.after_answer if step.fn_index in pending]
+        for step in self.page.walk(steps, outcomes):
+            try:
+                with anyio.fail_after(TRAILING_STEP_LIMIT):
+                    await self.run_step(step, self.page.input_id)
+                outcomes[step.fn_index] = OK
+            except (QwenSpaceError, TimeoutError) as exc:
+                outcomes[step.fn_index] = FAILED
+                log.warning("the step after the stopped answer (fn %d) failed: %s", step.fn_index, exc)
         await self.flush()
         self.record()
 
@@ -344,10 +262,10 @@ async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
     files = []
     for attachment in opts.files:
         files.append(
-            await _retrying(
+            await retrying(
                 turn.clock,
                 partial(
-                    bridge.in_daemon_thread, session.upload, turn.client,
+                    workers.in_daemon_thread, clients.upload, turn.client,
                     attachment.name, attachment.data, attachment.mime_type,
                 ),
             )
@@ -365,21 +283,20 @@ async def _run_chain(
     fresh = not conv.chatbot and not conv.message_count
     await turn.run_pending()
     turn.values[page.input_id] = page.user_value(prompt, await _upload(turn, opts))
-    if fresh:
-        for step in page.load_steps:
-            await _retrying(clock, partial(turn.run_step, step, None))
-    trigger = page.input_id  # the page sends the submitting input's id with every step of its chain
     outcomes: dict[int, str] = {}
-    for index, step in enumerate(page.chain[: page.answer]):
-        if not page.runs(step, outcomes):
-            continue
-        await _retrying(clock, partial(turn.run_step, step, trigger))
+    if fresh:
+        for step in page.walk(page.load_steps, outcomes):
+            await retrying(clock, partial(turn.run_step, step, None))
+            outcomes[step.fn_index] = OK
+    trigger = page.input_id  # the page sends the submitting input's id with every step of its chain
+    for step in page.walk(page.before_answer, outcomes):
+        await retrying(clock, partial(turn.run_step, step, trigger))
         outcomes[step.fn_index] = OK
         # What the page holds now is what it sends next (the user's message may enter the
         # chatbot only at a later step): record it, so a retry after a failure below continues
         # the conversation instead of starting it again.
         turn.record()
-        if index == 0:
+        if step is page.chain[0]:
             conv.message_count = message_count  # the Space now holds the user's message
     answer = page.answer_step
     if not page.runs(answer, outcomes):
@@ -389,28 +306,28 @@ async def _run_chain(
     streamed = False
     before = dict(turn.values)
 
-    async def answer_events() -> AsyncGenerator[bridge.JobEvent, None]:
+    async def answer_events() -> AsyncGenerator[protocol.JobEvent, None]:
         # Retries are only safe until the first update: after that, text reached the caller.
-        for attempt in range(opts.max_retries + 1):
+        for attempt in itertools.count():
             try:
                 async with aclosing(turn.follow(answer, trigger)) as follow:
                     async for event in follow:
                         yield event
                 return
             except QwenSpaceError as exc:
-                if streamed or not exc.retryable or attempt == opts.max_retries:
+                if streamed:
                     raise
-                await _backoff(clock, attempt, exc)
+                await backoff(clock, attempt, exc)
 
     completed = kept = False
     try:
         async with aclosing(answer_events()) as events:
             async for event in events:
-                if isinstance(event, bridge.Queued):
+                if isinstance(event, protocol.Queued):
                     yield QueueStatus(event.position, event.queue_size, event.eta)
                     continue
                 streamed = True
-                final = isinstance(event, bridge.Completed)
+                final = isinstance(event, protocol.Completed)
                 chatbot = page.chatbot_of(answer, event.data)
                 if final:
                     if not tracker.emitted and not _holds_message(chatbot, prompt):
@@ -441,7 +358,7 @@ async def _run_chain(
             turn.keep_partial()
             # The page runs the steps after a stopped answer (a cancel completes the event): they
             # run before the conversation's next turn, so the caller who left is not held.
-            conv.pending_steps = [step.fn_index for step in page.chain[page.answer + 1 :]]
+            conv.pending_steps = [step.fn_index for step in page.after_answer]
     for item in tracker.finish():  # text held back for a last update that carried no chatbot
         yield item
     outcomes[answer.fn_index] = OK
@@ -473,7 +390,7 @@ async def run_turn(
     turn: Turn | None = None
     before = _state(conversation)
     try:
-        info = await _retrying(clock, lambda: session.space_info(target, opts.connect_timeout))
+        info = await retrying(clock, lambda: config_cache.space_info(target, opts.connect_timeout))
         conversation.space = target.url
         healed = False
         while True:
@@ -495,7 +412,7 @@ async def run_turn(
                     # The attempt's client must be over (its reader ended) before another opens.
                     await clock.bounded(turn.ending.wait())
                 _restore_state(conversation, before)  # what the other page's steps gave is not kept
-                info = await _retrying(clock, partial(session.space_info, target, opts.connect_timeout, stale=old))
+                info = await retrying(clock, partial(config_cache.space_info, target, opts.connect_timeout, stale=old))
                 if info.app_id == old.app_id and isinstance(exc, _StaleConfig) and exc.restart:
                     raise _restarted(target.url) from None  # it said it changed, yet it did not
     except QwenSpaceError as exc:
@@ -520,13 +437,13 @@ async def _attempt(
 ) -> AsyncGenerator[Item | QueueStatus, None]:
     """One run of the chain on a client of its own, whose ending is started before returning."""
     conversation, info, clock = turn.conversation, turn.info, turn.clock
-    turn.client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
+    turn.client = clients.open_client(info, conversation.session_hash, opts.connect_timeout)
     try:
         # The Space's page is only the one this process holds while its app is the one that
         # served it: one small request tells, before any step runs (a step of another page
         # would run whatever now sits at its fn index). A conversation with history also needs
         # the app that holds it.
-        live = await clock.bounded(bridge.in_daemon_thread(session.live_app_id, turn.client))
+        live = await clock.bounded(workers.in_daemon_thread(clients.live_app_id, turn.client))
         if live is not None and live != info.app_id:
             raise _StaleConfig("The Space restarted since this process read its page.", restart=True)
         recorded = getattr(conversation, "app_id", None)
@@ -545,17 +462,17 @@ async def _attempt(
 
 async def close_conversation(conversation: JsonConversation, opts: RequestOptions) -> None:
     """End the conversation's session on the Space, as a closing browser tab does (see
-    `session.close_session`), once its last turn is over (the session's gate)."""
+    `clients.close_session`), once its last turn is over (the session's gate)."""
     clock = Clock(opts, time.monotonic())
     gate = session.gate(opts.target.url, conversation.session_hash)
     await clock.bounded(gate.acquire())
     try:
-        info = await _retrying(clock, lambda: session.space_info(opts.target, opts.connect_timeout))
-        client = session.open_client(info, conversation.session_hash, opts.connect_timeout)
+        info = await retrying(clock, lambda: config_cache.space_info(opts.target, opts.connect_timeout))
+        client = clients.open_client(info, conversation.session_hash, opts.connect_timeout)
         try:
-            await _retrying(clock, partial(bridge.in_daemon_thread, session.close_session, client))
+            await retrying(clock, partial(workers.in_daemon_thread, clients.close_session, client))
         finally:
-            session.close_client(client, wait=False)
+            clients.close_client(client, wait=False)
     finally:
         gate.release()
 

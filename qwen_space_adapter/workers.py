@@ -1,5 +1,7 @@
-"""Daemon worker threads, reused: a blocking call handed off from the event loop costs a queue
-put, never a thread start.
+"""The adapter's thread primitives: daemon worker threads, reused, and the channel that hands
+their results to the caller's task.
+
+A blocking call handed off from the event loop costs a queue put, never a thread start.
 
 Why not a new thread per call: `Thread.start()` returns only once the new thread runs, which
 needs the interpreter lock; with a hundred conversations' readers busy, that wait stalled the
@@ -13,10 +15,15 @@ answers) would hold the interpreter's exit until its own deadline. Idle workers 
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import anyio
+import sniffio
 
 WORKER_NAME = "qwen-space worker"  # the starter's name begins with it too: tests see both as a cache
 IDLE = 10.0  # seconds an idle worker waits for work before it ends
@@ -103,3 +110,66 @@ def run_bounded(fn: Callable[..., Any], timeout: float, *args: Any) -> bool:
 
     spawn(run)
     return done.wait(timeout)
+
+
+# --- between threads and the caller's task ---------------------------------------------------
+
+class Channel:
+    """A thread-to-task queue: `put` from any thread, `drain` from one anyio task."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._event: anyio.Event | None = None
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            self._soon: Callable[[Callable[[], Any]], Any] = (
+                trio.lowlevel.current_trio_token().run_sync_soon
+            )
+        else:
+            self._soon = asyncio.get_running_loop().call_soon_threadsafe
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self._items.append(item)
+            event, self._event = self._event, None
+        if event is not None:
+            try:
+                self._soon(event.set)
+            except Exception:  # the loop has closed: nobody is waiting any more
+                pass
+
+    async def drain(self) -> list[Any]:
+        """Everything pending, waiting for at least one item."""
+        while True:
+            with self._lock:
+                if self._items:
+                    items = list(self._items)
+                    self._items.clear()
+                    return items
+                event = self._event = anyio.Event()
+            await event.wait()
+
+
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call on a daemon thread of its own and wait for it, cancellably.
+
+    anyio's worker threads are not daemons: a call abandoned on cancellation (a request to a
+    Space that never answers) would hold the interpreter's exit until its own timeout. Here a
+    cancelled caller leaves the thread to end by itself, and exiting never waits for it.
+    """
+    channel = Channel()
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # handed to the caller
+            outcome = (False, exc)
+        channel.put(outcome)
+
+    spawn(run)
+    ok, value = (await channel.drain())[0]
+    if not ok:
+        raise value
+    return value

@@ -15,7 +15,7 @@ from qwen_space_adapter import (
     Summary,
     generate_session_hash,
 )
-from qwen_space_adapter.session import cached_info, forget_spaces
+from qwen_space_adapter.config_cache import cached_info, forget_spaces
 
 pytestmark = pytest.mark.anyio
 

@@ -227,7 +227,7 @@ def test_tls_verification_stays_on_unless_turned_off():
 
 
 def test_space_ids_map_to_their_direct_url(monkeypatch):
-    from qwen_space_adapter.session import space_url
+    from qwen_space_adapter.target import space_url
 
     assert space_url("Qwen/Qwen2.5-1M-Demo") == Qwen_Qwen_2_5M.url
     assert space_url("me/my_copy.v2") == "https://me-my-copy-v2.hf.space"

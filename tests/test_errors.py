@@ -150,25 +150,25 @@ class _Runtime:
     ],
 )
 def test_a_space_that_does_not_serve_says_why(mocker, monkeypatch, stage, words, retryable):
-    from qwen_space_adapter import session
+    from qwen_space_adapter import config_cache
     from qwen_space_adapter.target import SpaceTarget
 
     monkeypatch.delenv("HF_ENDPOINT", raising=False)  # the Hub itself: the token may go there
     hub = mocker.patch("huggingface_hub.HfApi.get_space_runtime", return_value=_Runtime(stage))
     target = SpaceTarget(url="http://127.0.0.1:9", token="hf_x", space_id="owner/space")
     with pytest.raises(SpaceUnavailableError) as info:
-        session._fetch_info(target)
+        config_cache._fetch_info(target)
     assert words in str(info.value) and info.value.retryable is retryable
     hub.assert_called_once_with("owner/space", token="hf_x")
 
 
 def test_the_hub_is_not_asked_for_a_plain_url(mocker):
-    from qwen_space_adapter import session
+    from qwen_space_adapter import config_cache
     from qwen_space_adapter.target import SpaceTarget
 
     hub = mocker.patch("huggingface_hub.get_space_runtime")
     with pytest.raises(SpaceUnavailableError, match="Could not connect"):
-        session._fetch_info(SpaceTarget(url="http://127.0.0.1:9"))
+        config_cache._fetch_info(SpaceTarget(url="http://127.0.0.1:9"))
     assert hub.call_count == 0
 
 
@@ -181,10 +181,10 @@ def test_space_ids_are_kept_for_the_hub():
 
 
 def test_the_hub_is_not_asked_around_a_proxy(mocker):
-    from qwen_space_adapter import session
+    from qwen_space_adapter import failures
     from qwen_space_adapter.target import SpaceTarget
 
     hub = mocker.patch("huggingface_hub.get_space_runtime", return_value=_Runtime("SLEEPING"))
     target = SpaceTarget(url="http://127.0.0.1:9", space_id="owner/space", proxy="http://127.0.0.1:9")
-    assert session.stage_error(target) is None
+    assert failures.stage_error(target) is None
     assert hub.call_count == 0

@@ -70,8 +70,9 @@ async def test_public_api_fallback_gives_the_same_answer(qwen_replica, mocker):
 
 @pytest.mark.anyio
 async def test_a_new_client_makes_no_request(qwen_replica, mocker):
+    from qwen_space_adapter.clients import close_client, open_client
+    from qwen_space_adapter.config_cache import space_info
     from qwen_space_adapter.options import parse_options
-    from qwen_space_adapter.session import close_client, open_client, space_info
 
     info = await space_info(parse_options(None, {"space": qwen_replica.url}).target)
     import httpx
@@ -85,3 +86,26 @@ async def test_a_new_client_makes_no_request(qwen_replica, mocker):
     finally:
         close_client(client)
     assert get.call_count == 0 and post.call_count == 0
+
+
+# gradio_client internals the adapter uses; only `_gc_internals.py` may name them (as attributes).
+INTERNALS = {
+    "_info", "executor", "helper_executor", "stream_executor", "src_prefixed", "sse_url", "upload_url",
+    "pending_messages_per_event", "communicator", "cancel_fn", "stream_messages", "send_data",
+    "_get_config", "_get_api_info", "_telemetry_thread", "process_input_files", "_client",
+}
+
+
+def test_only_the_internals_module_touches_gradio_client_internals():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "qwen_space_adapter"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "_gc_internals.py" or "replica" in path.parts:  # the replica is the Space's side
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in INTERNALS:
+                found.append(f"{path.relative_to(package)}:{node.lineno} .{node.attr}")
+    assert not found, f"gradio_client internals used outside _gc_internals.py: {found}"

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from qwen_space_adapter import ending, provider, session, turn
+from qwen_space_adapter import clients, ending, provider, turn
 from qwen_space_adapter.conversation import generate_session_hash
 from qwen_space_adapter.deltas import DeltaTracker
 from qwen_space_adapter.errors import InvalidRequestError, ReplicaError
@@ -195,7 +195,7 @@ def _lenient_validate(real: Any) -> Any:
 
 def _no_cancel(client: Any, jobs: list[Any]) -> None:
     """An adapter bug: leaving a stream early neither cancels the job nor ends its stream."""
-    session.close_client(client, wait=False)
+    clients.close_client(client, wait=False)
 
 
 BROKEN: dict[str, Any] = {
@@ -204,7 +204,7 @@ BROKEN: dict[str, Any] = {
         turn, "DeltaTracker", lambda: DeltaTracker(placeholder="(none)", marker="\n<nothing>")
     ),
     "context": lambda mp: mp.setattr(
-        turn.session, "open_client", _forgetful_open_client(turn.session.open_client)
+        turn.clients, "open_client", _forgetful_open_client(turn.clients.open_client)
     ),
     "system": lambda mp: mp.setattr(
         provider, "build_prompt",

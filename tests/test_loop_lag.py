@@ -17,7 +17,7 @@ import anyio
 import gradio_client.client
 import pytest
 
-from qwen_space_adapter import Qwen_Qwen_2_5M, StreamInterruptedError, ending, session
+from qwen_space_adapter import Qwen_Qwen_2_5M, StreamInterruptedError, clients, config_cache, ending
 from qwen_space_adapter import _gc_internals as gci
 from qwen_space_adapter.options import parse_options
 from tests.fakespace import Handler, fake_space, page_config
@@ -38,7 +38,7 @@ async def answer(url: str, **kwargs: object) -> str:
 async def test_a_warm_turn_builds_its_client_without_copies_endpoints_or_threads(qwen_replica, mocker):
     url = qwen_replica.url
     assert await answer(url)  # warms the cache: config, info and endpoint templates
-    info = session.cached_info(parse_options(None, {"space": url}).target)
+    info = config_cache.cached_info(parse_options(None, {"space": url}).target)
     assert info is not None and info.endpoints
     before = json.dumps([info.config, info.api_info], sort_keys=True, default=str)
 
@@ -54,7 +54,7 @@ async def test_a_warm_turn_builds_its_client_without_copies_endpoints_or_threads
         start(thread)
 
     mocker.patch.object(threading.Thread, "start", autospec=True, side_effect=record)
-    client = session.open_client(info, "a-session-hash", 10)
+    client = clients.open_client(info, "a-session-hash", 10)
     try:
         assert deepcopies.call_count == 0
         assert endpoints.call_count == 0
@@ -64,7 +64,7 @@ async def test_a_warm_turn_builds_its_client_without_copies_endpoints_or_threads
         assert all(e.client is client for e in client.endpoints.values())
         assert all(e.process_input_files is gci._as_is for e in client.endpoints.values())
     finally:
-        session.close_client(client)
+        clients.close_client(client)
     mocker.stopall()
 
     assert await answer(url)  # a whole turn on the shared page...
@@ -107,7 +107,7 @@ def _huge_update(handler: Handler) -> None:
 
 @pytest.mark.anyio
 async def test_an_update_over_the_limit_is_refused_with_a_clear_error():
-    session.forget_spaces()
+    config_cache.forget_spaces()
     with fake_space() as space:
         space.serve_page(page_config())
         space.serve_json("/queue/join", {"event_id": "e1"})
@@ -117,4 +117,4 @@ async def test_an_update_over_the_limit_is_refused_with_a_clear_error():
             await answer(space.url, max_retries=0, timeout=60)
         assert "MAX_UPDATE_BYTES" in str(info.value) and gci.MAX_UPDATE_BYTES == LIMIT
         assert space.disconnected.wait(10), "the reader's connection was not cut"
-    session.forget_spaces()
+    config_cache.forget_spaces()

@@ -13,7 +13,7 @@ import threading
 import gradio_client.utils
 import pytest
 
-from qwen_space_adapter import APIChangedError, Qwen_Qwen_2_5M, session
+from qwen_space_adapter import APIChangedError, Qwen_Qwen_2_5M, config_cache
 from qwen_space_adapter import _gc_internals as gci
 from qwen_space_adapter.options import parse_options
 from tests.fakespace import fake_space, page_config
@@ -29,9 +29,9 @@ async def drain(**kwargs: object) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    session.forget_spaces()
+    config_cache.forget_spaces()
     yield
-    session.forget_spaces()
+    config_cache.forget_spaces()
 
 
 @pytest.mark.anyio
@@ -94,7 +94,7 @@ def test_a_page_without_a_version_is_refused_too(monkeypatch):
         space.serve_page(config)
         target = parse_options(None, {"space": space.url}).target
         with pytest.raises(APIChangedError, match="unknown version"):
-            session._fetch_info(target, connect_timeout=10)
+            config_cache._fetch_info(target, connect_timeout=10)
         assert fetcher.seen == []
 
 
@@ -110,7 +110,7 @@ def test_the_config_fetching_client_opens_no_heartbeat(mocker):
 
         mocker.patch.object(threading.Thread, "start", autospec=True, side_effect=record)
         target = parse_options(None, {"space": space.url}).target
-        info = session._fetch_info(target, connect_timeout=10)
+        info = config_cache._fetch_info(target, connect_timeout=10)
         assert targets, "the recorder saw the client's threads start"
         assert gradio_client.Client._stream_heartbeat not in targets
         assert info.config["connect_heartbeat"] is False  # nor will any client built from it

@@ -283,3 +283,28 @@ def test_which_chained_steps_run_follows_the_gradio_generations_frontend():
             got = tuple(page.runs(step, {1: outcome}) for step in (then, success, failure))
             assert got == runs, (version, outcome, got)
         assert not page.runs(then, {}), "a step whose parent did not run never runs"
+
+
+def test_the_walk_decides_each_step_once_the_steps_before_it_ended():
+    """`Page.walk` is the one chain walk of turns and the recorder: lazy, so an outcome recorded
+    between two steps decides the next (Gradio 6: a `.success` step only after a success)."""
+    page = Page.from_config(config("gradio6-chatinterface"))
+    assert page.before_answer == page.chain[: page.answer] and page.after_answer == page.chain[page.answer + 1 :]
+
+    def walked(fail: int | None) -> list[int]:
+        outcomes: dict[int, str] = {}
+        ran = []
+        for step in page.walk(page.chain, outcomes):
+            ran.append(step.fn_index)
+            outcomes[step.fn_index] = FAILED if step.fn_index == fail else OK
+        return ran
+
+    everything = walked(None)
+    assert everything == [s.fn_index for s in page.chain if page.runs(s, {p.fn_index: OK for p in page.chain})]
+    answer = page.answer_step.fn_index
+    after_failure = walked(answer)
+    assert after_failure[: after_failure.index(answer) + 1] == everything[: everything.index(answer) + 1]
+    later = after_failure[after_failure.index(answer) + 1 :]
+    assert set(later) < set(everything[everything.index(answer) + 1 :]), "a failure skips its .success steps"
+    assert all(not page.runs(s, {answer: FAILED}) or s.fn_index in later
+               for s in page.after_answer if s.parent == answer)

@@ -28,9 +28,9 @@ from qwen_space_adapter import (
     SpaceTimeoutError,
     SpaceUnavailableError,
     StreamInterruptedError,
+    config_cache,
     ending,
 )
-from qwen_space_adapter import session as session_mod
 
 pytestmark = pytest.mark.anyio
 APPS = Path(__file__).parent / "apps"
@@ -87,7 +87,7 @@ def http503():
 
 async def test_connection_refused_is_retried_then_reported(no_thread_leak, mocker):
     url = f"http://127.0.0.1:{free_port()}"
-    fetch = mocker.spy(session_mod, "_fetch_info")
+    fetch = mocker.spy(config_cache, "_fetch_info")
     with anyio.fail_after(30), pytest.raises(SpaceUnavailableError, match="Could not connect") as info:
         await drain(url, "hello", max_retries=2, retry_backoff=0.01)
     assert fetch.call_count == 3, "two retries after the first attempt"
@@ -189,9 +189,9 @@ async def test_server_killed_mid_stream(qwen_replica_factory, no_thread_leak):
 
 
 async def test_nothing_is_retried_after_the_first_delta(qwen_replica, mocker):
-    from qwen_space_adapter import bridge
+    from qwen_space_adapter import bridge, protocol
 
-    real = bridge.JobFollower._handle
+    real = protocol.JobFollower._handle
     outputs = 0
 
     def flaky(self, msg):
@@ -203,7 +203,7 @@ async def test_nothing_is_retried_after_the_first_delta(qwen_replica, mocker):
                 raise QueueFullError("transient")
         return event
 
-    mocker.patch.object(bridge.JobFollower, "_handle", flaky)
+    mocker.patch.object(protocol.JobFollower, "_handle", flaky)
     submit = mocker.spy(bridge, "submit")
     seen = ""
     with pytest.raises(QueueFullError) as info:

@@ -227,7 +227,7 @@ def mirror() -> Iterator[tuple[str, list[dict[str, str]]]]:
 def _stage_error(monkeypatch, endpoint: str, tmp_path, **kwargs: str):
     import huggingface_hub.constants
 
-    from qwen_space_adapter import session
+    from qwen_space_adapter import failures
 
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     # huggingface_hub read $HF_ENDPOINT at import: point its default there too, so that even an
@@ -238,7 +238,7 @@ def _stage_error(monkeypatch, endpoint: str, tmp_path, **kwargs: str):
     (tmp_path / "token").write_text(f"{SAVED}\n")
     target = parse_options(None, {"space": "me/dup", **kwargs}).target
     assert target.token  # the Space itself (on *.hf.space over https) would get one
-    return session.stage_error(target)
+    return failures.stage_error(target)
 
 
 def test_a_hub_mirror_gets_no_token_and_the_message_names_it(monkeypatch, mirror, tmp_path):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from threadcount import settle_threads, thread_count
 
-from qwen_space_adapter import Qwen_Qwen_2_5M, SpaceTimeoutError, SpaceUnavailableError, session
+from qwen_space_adapter import Qwen_Qwen_2_5M, SpaceTimeoutError, SpaceUnavailableError, clients, config_cache, target
 from qwen_space_adapter import _gc_internals as gci
 from tests.fakespace import fake_space, page_config
 
@@ -28,9 +28,9 @@ def fds() -> int:
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    session.forget_spaces()
+    config_cache.forget_spaces()
     yield
-    session.forget_spaces()
+    config_cache.forget_spaces()
 
 
 async def drain(url: str) -> None:
@@ -71,7 +71,7 @@ def test_the_deadline_is_total_not_per_read():
 
 def test_the_reader_stream_has_no_total_deadline():
     """The SSE reader may stream for as long as an answer lasts: only its idle read timeout."""
-    kwargs = session.client_kwargs(session.SpaceTarget(url="http://127.0.0.1:1"), 1.0)
+    kwargs = clients.client_kwargs(target.SpaceTarget(url="http://127.0.0.1:1"), 1.0)
     assert isinstance(kwargs["httpx_kwargs"]["auth"], gci.Deadline)
 
     class Owner:

@@ -35,7 +35,7 @@ from qwen_space_adapter import (
     SpaceUnavailableError,
     TextRewritten,
 )
-from qwen_space_adapter.session import forget_spaces
+from qwen_space_adapter.config_cache import forget_spaces
 
 pytestmark = pytest.mark.anyio
 PAGES = Path(__file__).parent / "fixtures" / "pages"

@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import httpx
 
+from ..constants import CLI_MODEL
 from ..conversation import JsonConversation
 from ..deltas import THINKING, bot_text, summary_start
 from ..errors import InvalidRequestError, QwenSpaceError
@@ -123,7 +124,7 @@ class Context:
     timeout: float = 300.0
     samples: int = 3
     provider: type[Qwen_Qwen_2_5M] = Qwen_Qwen_2_5M
-    model: str = "qwen-2.5-1m"
+    model: str = CLI_MODEL
     runs: list[AnswerRun] = field(default_factory=list)
     sample: AnswerRun | None = None
     api: dict[str, Any] | None = None

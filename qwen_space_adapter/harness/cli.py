@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # one table of exit codes, the main CLI's
+from ..constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 LIVE_SPACE = "Qwen/Qwen2.5-1M-Demo"
 
@@ -112,7 +112,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from ..cli import EXIT_INTERRUPTED
     from .load import SLO, LoadConfig, Shape, check_courtesy, load_async, parse_levels
     from .load_report import ProgressLine, render_table, write_csv, write_json, write_png
 

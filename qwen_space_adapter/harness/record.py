@@ -2,7 +2,8 @@
 
 Why not record through the adapter: the adapter coalesces updates that arrive together and
 turns snapshots into deltas, so its output is already an interpretation. The recorder drives the
-Space with gradio_client itself (the submit chain of its page, `page.Page`) and stamps every
+Space with gradio_client itself (the submit chain of its page, walked as the adapter walks it:
+`page.Page.walk`) and stamps every
 raw server message the moment the client's reader thread receives it (the tap of
 `_gc_internals`), so nothing is merged, dropped or delayed by a polling quantum. Diffs are
 applied as they come, and each update is stored as the bot side of the chatbot's last pair.
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import _gc_internals as gci
+from ..clients import close_client, upload
 from ..conversation import generate_session_hash
 from ..deltas import apply_diff
 from ..failures import translate
-from ..page import Page, Step, as_wire
+from ..page import OK, Page, Step, as_wire
 from ..replica import replay
-from ..session import SpaceTarget, close_client, upload
+from ..target import SpaceTarget
 
 # One conversation that exercises what the adapter cares about: a first turn, then turns that
 # need the session's history. Plausible for the real model and for the replica alike.
@@ -193,8 +195,11 @@ def record_transcript(
             ] if index == 0 else []
             values[page.input_id] = page.user_value(prompt, attach)
             t0 = time.monotonic()
-            for step in page.chain[: page.answer]:
+            outcomes: dict[int, str] = {}
+            # A new session's page runs its load steps first, then the submit's steps.
+            for step in page.walk((*(page.load_steps if index == 0 else ()), *page.before_answer), outcomes):
                 _run_step(client, page, step, values, timeout)
+                outcomes[step.fn_index] = OK
             add_seconds = time.monotonic() - t0
             start = time.monotonic()
             job = client.submit(*page.args(answer, values), fn_index=answer.fn_index)
@@ -222,8 +227,10 @@ def record_transcript(
             if failed or final is None:
                 break
             values[page.chatbot_id] = final
-            for step in page.chain[page.answer + 1 :]:
+            outcomes[answer.fn_index] = OK
+            for step in page.walk(page.after_answer, outcomes):
                 _run_step(client, page, step, values, timeout)
+                outcomes[step.fn_index] = OK
     finally:
         close_client(client)
     transcript = {
