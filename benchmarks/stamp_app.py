@@ -5,44 +5,49 @@ update was produced. This app keeps the replica's shape exactly (same components
 order, so fn 1 = add_text and fn 2 = predict and the adapter discovers it like the Space) but its
 tokens are ` #{seq}@{time.time()}`: each update says which it is and when it left the server.
 
-Two flavours, both printing their URL as the first stdout line once they serve:
-- default: gradio 4.44 + modelscope_studio 0.5 (the Space's stack), run in the replica's venv;
-- `--plain`: a plain generator endpoint on current Gradio (6.x), for "the bridge alone".
+Two flavours (`bench/servers.py` serves them with the replica's launcher, `Replica(app=...)`):
+- default: gradio 4.44 + modelscope_studio 0.5 (the Space's stack), in the hand replica's environment;
+- `--plain`: a plain generator endpoint on current Gradio (6.x), for "the bridge alone", in the
+  gradio6 replica's environment.
+It starts, launches and stops as the replica's apps do (`replica/serving.py`: the parent watchdog,
+the stop signals, port retries, the readiness line), and takes their options (the model's are unused).
 
 Knobs in the prompt, like the replica's: `[[tokens=N]]`, `[[delay=S]]`, `[[stamp=0]]` (short
 ` #{seq}` tokens, for the growth runs where only CPU matters and text size should stay small).
 This file runs in other environments than the adapter's: it imports nothing from it, and reads
-only `space_text.py` by path.
+only `space_text.py` and `replica/serving.py` by path.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
+import importlib.util
 import re
-import signal
-import socket
-import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+PACKAGE = Path(__file__).resolve().parent.parent / "qwen_space_adapter"
 
-import importlib.util
 
-import gradio as gr
+def _by_path(name: str, path: Path) -> ModuleType:
+    """A module of the package, loaded by path: this app runs where the adapter is not installed."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+serving = _by_path("qwen_replica_serving", PACKAGE / "replica" / "serving.py")
+serving.begin()  # first: its parent watchdog covers the slow import below
+
+import gradio as gr  # noqa: E402
 
 KNOB_RE = re.compile(r"\[\[(tokens|delay|stamp)=([0-9.]+)\]\]")
-# The placeholder is the Space's string, defined once in the package; loaded by path, since this
-# app runs in another environment where the adapter is not installed.
-_spec = importlib.util.spec_from_file_location(
-    "qwen_space_text", Path(__file__).resolve().parent.parent / "qwen_space_adapter" / "space_text.py"
-)
-assert _spec is not None and _spec.loader is not None
-_space_text = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_space_text)
+# The placeholder is the Space's string, defined once in the package.
+_space_text = _by_path("qwen_space_text", PACKAGE / "space_text.py")
 THINKING = _space_text.THINKING
 SUMMARY = _space_text.SUMMARY_MARKER + "<details><summary>Generation details</summary>benchmark</details>"
 
@@ -131,33 +136,14 @@ def build_plain() -> Any:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
+    ap = serving.parser(__doc__)
     ap.add_argument("--plain", action="store_true")
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind((args.host, 0))
-        port = s.getsockname()[1]
-    demo = build_plain() if args.plain else build_space()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    launch: dict[str, Any] = {
-        "server_name": args.host,
-        "server_port": port,
-        "prevent_thread_lock": True,
-        "quiet": True,
-        "share": False,
-        "max_file_size": None,
-    }
-    if not args.plain:
-        launch["show_api"] = False
-    demo.launch(**launch)
-    print(f"http://{args.host}:{port}", flush=True)
-    os.dup2(2, 1)
-    while not stop.wait(3600):
-        pass
-    demo.close()
+    serving.hook_launch(gr, args)  # the launch below serves until SIGTERM, then exits
+    if args.plain:
+        build_plain().launch(max_file_size=None)
+    else:
+        build_space().launch(max_file_size=None, show_api=False)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from qwen_space_adapter.harness.load import (
     poisson_gaps,
     run_load,
 )
-from qwen_space_adapter.harness.load_report import read_png_data, to_dict
+from qwen_space_adapter.harness.load.report import read_png_data, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -282,7 +282,7 @@ def test_courtesy_refuses_heavy_load_on_a_shared_space(mocker: Any) -> None:
     check_courtesy(LoadConfig(remote, Shape(users=50), prompts("hi"), i_own_this_space=True), say=said.append)
     check_courtesy(LoadConfig("http://127.0.0.1:7860", Shape(rate=100), prompts("hi")), say=said.append)
     # With a token, the claim is checked: an account that does not own the Space is refused.
-    mocker.patch.object(load_mod, "ownership", return_value=(False, "the token's account a does not own b/c"))
+    mocker.patch.object(load_mod.courtesy, "ownership", return_value=(False, "the token's account a does not own b/c"))
     claim = LoadConfig(remote, Shape(users=5), prompts("hi"), target="b/c", token="hf_x", i_own_this_space=True)
     with pytest.raises(InvalidRequestError, match="does not own"):
         check_courtesy(claim, say=said.append)

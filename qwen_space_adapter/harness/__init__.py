@@ -13,7 +13,11 @@ keep running offline. So the harness does three things:
   the recorded updates, with the recorded spacing (`qwen_space_adapter.replica.replay`).
 - **load** (`qwen-space load TARGET`, `run_load` / `load_async`): concurrent users or Poisson
   arrivals through the adapter; queue wait, thinking, TTFT, gaps, e2e percentiles, throughput,
-  errors by class and goodput (`harness.load`, reports in `harness.load_report`).
+  errors by class and goodput (the package `harness.load`, reports in `harness.load.report`).
+
+Only `record` needs gradio_client (it drives the Space with it): its names here are imported on
+first use, so the harness, its check reports, load reports and metrics import without it (reading a
+report offline needs no gradio_client).
 
 Transcript format (JSON, UTF-8; version 1)::
 
@@ -56,10 +60,27 @@ JSON report (`--json`): `{"format": "qwen-space-check", "version": 1, "target", 
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .checks import CHECK_NAMES, CHECKS, CheckResult, Suite, SuiteResult, run_suite
 from .load import SLO, LoadConfig, LoadResult, Prompt, Shape, load_async, run_load
-from .record import DEFAULT_PROMPTS, record_transcript, save_transcript
 from .report import render_table, to_dict, to_junit, write_json, write_junit
+
+if TYPE_CHECKING:
+    from .record import DEFAULT_PROMPTS, record_transcript, save_transcript
+
+_LAZY = {"DEFAULT_PROMPTS": "record", "record_transcript": "record", "save_transcript": "record"}
+"""Names imported on first use, by the module they come from (it imports gradio_client)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "CHECKS",

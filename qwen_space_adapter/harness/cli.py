@@ -113,7 +113,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     import tempfile
 
     from .load import SLO, LoadConfig, Shape, check_courtesy, load_async, parse_levels
-    from .load_report import ProgressLine, render_table, write_csv, write_json, write_png
+    from .load.report import ProgressLine, render_table, write_csv, write_json, write_png
 
     users = args.users if args.users is not None or args.rate is not None else 1
     shape = Shape(users=users, rate=args.rate, ramp=args.ramp, duration=args.duration,

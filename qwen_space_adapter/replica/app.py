@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import serving  # first: its parent watchdog covers the slow imports below
 
-serving.watch_parent()
-serving.handle_signals()
+serving.begin()
 
 import gradio as gr  # noqa: E402
 import model  # noqa: E402
@@ -82,14 +79,7 @@ def build(settings: argparse.Namespace) -> gr.Blocks:
             for step in model.steps(p, p.fault or settings.fault, p.fault_arg or settings.fault_arg):
                 if step.delay:
                     await asyncio.sleep(step.delay)
-                if step.error:
-                    outcome("failed")
-                    raise gr.Error(step.error)
-                if step.die:
-                    os._exit(3)
-                _chatbot[-1][1] = [{"text": step.text}]
-                if step.token:
-                    STATS.token(record)
+                _chatbot[-1][1] = [{"text": serving.shown(step, record, outcome, gr.Error)}]
                 yield _chatbot
             _task_history.append({"role": "assistant", "content": [{"text": model.answer_text(p)}]})
             outcome("completed")

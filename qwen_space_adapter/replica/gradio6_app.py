@@ -18,19 +18,16 @@ Runs inside the flavor's own environment (see `env.py`); imports its siblings by
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import serving  # first: its parent watchdog covers the slow imports below
 
-serving.watch_parent()
-serving.handle_signals()
+serving.begin()
 
 import gradio as gr  # noqa: E402
 import model  # noqa: E402
@@ -103,14 +100,7 @@ def build(settings: Any) -> gr.ChatInterface:
             for step in model.steps(p, p.fault or settings.fault, p.fault_arg or settings.fault_arg):
                 if step.delay:
                     await asyncio.sleep(step.delay)  # a cancel interrupts it, as in the hand app
-                if step.error:
-                    outcome("failed")
-                    raise gr.Error(step.error)
-                if step.die:
-                    os._exit(3)
-                if step.token:
-                    STATS.token(record)
-                yield step.text or ""
+                yield serving.shown(step, record, outcome, gr.Error) or ""
             outcome("completed")
 
     limit = None if settings.concurrency_limit == 0 else settings.concurrency_limit

@@ -17,7 +17,6 @@ Runs inside the flavor's own environment; imports its siblings by path.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import serving  # first: its parent watchdog covers the slow imports below
 
-serving.watch_parent()
-serving.handle_signals()
+serving.begin()
 
 import gradio as gr  # noqa: E402
 import model  # noqa: E402
@@ -119,14 +116,8 @@ class ReplicaAgent(Agent):
         for step in model.steps(p, p.fault or s.fault, p.fault_arg or s.fault_arg):
             if step.delay:
                 _sleep(step.delay)
-            if step.error:
-                outcome("failed")
-                raise gr.Error(step.error)
-            if step.die:
-                os._exit(3)
-            if step.token:
-                STATS.token(record)
-            yield [*done, Message(role=ASSISTANT, content=step.text, name=self.name)]
+            text = serving.shown(step, record, outcome, gr.Error)
+            yield [*done, Message(role=ASSISTANT, content=text, name=self.name)]
         outcome("completed")
 
     def _replay(self, s: Any, req: model.Request, done: list[Message], outcome: Any) -> Iterator[list[Message]]:

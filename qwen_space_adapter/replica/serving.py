@@ -1,10 +1,12 @@
-"""What both replica apps do around their UI: options, stats, launch, readiness, shutdown.
+"""What every replica app does around its UI: start-up, options, stats, showing the model's steps, launch,
+readiness, shutdown.
 
 The hand-made app builds its own Blocks; the real-UI app lets Qwen-Agent's `WebUI.run()` build
-and launch them, unmodified. So the launch itself is taken over here, once, for both: `hook_launch`
-wraps `gradio.Blocks.launch` (Gradio's, not WebUI's code) so that whoever calls it gets the same
-port retries, the `/replica/*` routes, the readiness line the launcher waits for, and a clean stop
-on SIGTERM or when the parent process disappears.
+and launch them, unmodified; the Gradio 6 app is Gradio's own `ChatInterface`. So the launch itself
+is taken over here, once, for all: `hook_launch` wraps `gradio.Blocks.launch` (Gradio's, not WebUI's
+code) so that whoever calls it gets the same port retries, the `/replica/*` routes, the readiness
+line the launcher waits for, and a clean stop on SIGTERM or when the parent process disappears.
+Each app starts with `begin()` and shows each step of the model's answer through `shown()`.
 
 Runs inside the replica's own environment; imports no third-party module at import time, so the
 parent watchdog starts before the (slow) Gradio import.
@@ -55,6 +57,14 @@ def handle_signals() -> None:
     """SIGTERM and SIGINT end the server cleanly (the launcher sends SIGTERM to the group)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: STOP.set())
+
+
+def begin() -> None:
+    """What an app does first, before its slow imports (Gradio's): no analytics, the parent
+    watchdog, and the signals that stop it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    watch_parent()
+    handle_signals()
 
 
 class Stats:
@@ -161,6 +171,23 @@ class Stats:
 
 ABANDONED = 2.0
 STATS = Stats()
+
+
+def shown(step: Any, record: dict[str, Any], outcome: Callable[[str], None], error: type[Exception]) -> str | None:
+    """The text a step of the model's answer (`model.Step`) shows, once its delay was waited.
+
+    A failing step sets the outcome and raises the app's `error` (`gr.Error`); a dying one ends
+    the server at once, as a crashed Space; a token is counted in the stats of `record`.
+    """
+    if step.error:
+        outcome("failed")
+        raise error(step.error)
+    if step.die:
+        os._exit(3)
+    if step.token:
+        STATS.token(record)
+    text: str | None = step.text
+    return text
 
 
 def add_stats_routes(app: Any) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .load import FIGURES, LoadResult, Progress, RequestRecord
+from .records import FIGURES, LoadResult, Progress, RequestRecord
 
 JSON_FORMAT = "qwen-space-load"
 JSON_VERSION = 1
