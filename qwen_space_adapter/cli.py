@@ -1,4 +1,5 @@
-"""`qwen-space`: chat with the Space, run a local replica, check or record a Space.
+"""`qwen-space`: chat with the Space, run a local replica, serve the Space as an OpenAI-compatible
+API (`serve`), and the harness's `check`, `record` and `load` (conformance, transcripts, load tests).
 
 Answers go to stdout as they stream; status (queue position, thinking, with the time spent in
 each) goes to stderr, as a live line when stderr is a terminal, so piping stdout gives just the

@@ -13,7 +13,6 @@ asks the Hub why a Space given by id does not serve (its second table, `_STAGES`
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import re
 import ssl
@@ -32,6 +31,7 @@ from .errors import (
     SpaceUnavailableError,
     StreamInterruptedError,
 )
+from .space_text import unquote
 from .target import SpaceTarget, hub_endpoint, hub_token, is_loopback
 
 Factory = Callable[[BaseException, str, str], QwenSpaceError]
@@ -207,18 +207,6 @@ def translate(exc: BaseException, url: str) -> QwenSpaceError:
         "bug in the adapter, not in your request: please report it with this message. The same "
         "request would meet the same bug, so the adapter does not retry it."
     )
-
-
-def unquote(text: str) -> str:
-    """Gradio 4 sends a `gr.Error` message as its `repr()`, quotes included: take them off."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(value, str):
-            return value
-    return text
 
 
 def app_error(message: str | None, partial_text: str = "") -> QwenSpaceError:

@@ -7,7 +7,8 @@ taking its inputs from the page's current component values and writing its outpu
 
 The adapter does exactly that instead of assuming "add_text, then predict": `Page.from_config`
 finds the input whose submit chain leads to a step that streams a chatbot (the answer step),
-and `Values` is the per-conversation store of component values the steps read and write.
+and a conversation's values (`dict[int, Any]`, component id to value: `initial_values`, `apply`,
+`args`) are the store the steps read and write.
 State components live on the server; gradio_client fills their slots itself, so they are
 neither sent nor stored.
 

@@ -22,7 +22,9 @@ from typing import Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 CANCEL_WAIT = 15.0
-"""Seconds a cancelled fetch may take to unwind (the adapter bounds its own cleanup at 10 s)."""
+"""Seconds a cancelled fetch may take to unwind, at most. It unwinds at once in practice: what a
+stopped turn still has to do on the Space (cancel, end the reader, drain) is its ending's work, in
+the background (`ending.py`); this bound only keeps a broken unwind from holding the caller."""
 
 
 def iterate(factory: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:

@@ -285,6 +285,10 @@ def test_shipped_fixture_is_a_valid_replayable_transcript() -> None:
         player.turn(len(player.turns))  # a longer session is an error, never a silent wrap-around
     with pytest.raises(replay.TranscriptError):
         replay.validate({"format": "something else"})
+    data = json.loads(FIXTURE.read_text())
+    assert data["version"] == 1 and replay.validate(data) is data  # files recorded before version 2 still read
+    with pytest.raises(replay.TranscriptError, match="reads versions 1, 2"):
+        replay.validate({**data, "version": 3})
 
 
 def test_replay_raises_a_recorded_error_with_the_recorded_message() -> None:
@@ -369,6 +373,8 @@ def test_record_command_writes_a_transcript(qwen_replica: Any, tmp_path: Path) -
     proc = _cli("record", qwen_replica.url, "--out", str(out), "--prompt", "Hello there", "--prompt", "Again")
     assert proc.returncode == 0, proc.stderr
     data = replay.validate(json.loads(out.read_text()))
+    assert data["version"] == 2 and data["space"]["answer"] in data["space"]["chain"]
+    assert all("before_answer_seconds" in t for t in data["turns"])
     assert [t["prompt"] for t in data["turns"]] == ["Hello there", "Again"]
     kinds = [u["kind"] for u in data["turns"][0]["updates"]]
     assert kinds.count("generating") > 3 and kinds[-1] == "completed"

@@ -19,20 +19,20 @@ Only `record` needs gradio_client (it drives the Space with it): its names here 
 first use, so the harness, its check reports, load reports and metrics import without it (reading a
 report offline needs no gradio_client).
 
-Transcript format (JSON, UTF-8; version 1)::
+Transcript format (JSON, UTF-8; version 2)::
 
     {
-      "format": "qwen-space-transcript", "version": 1,
+      "format": "qwen-space-transcript", "version": 2,
       "recorded_at": "2025-01-31T12:00:00+00:00",       # UTC, ISO 8601
       "target": "https://qwen-qwen2-5-1m-demo.hf.space",  # the URL recorded
-      "space": {"gradio_version": "4.44.1", "protocol": "sse_v3", "add_text": 1, "predict": 2,
+      "space": {"gradio_version": "4.44.1", "protocol": "sse_v3", "chain": [1, 2], "answer": 2,
                 "input_type": "modelscopemultimodalinput", "chatbot_type": "modelscopechatbot"},
       "recorder": {"qwen_space_adapter": "0.1.0", "gradio_client": "2.7.2", "tapped": true},
       "session_hash": "0123456789ab",                   # one session: the turns share history
       "turns": [{
         "index": 0, "prompt": "Remember the word PLUM. ...", "files": [],  # names of attachments
-        "add_text_seconds": 0.041,                     # the add_text round trip
-        "updates": [                                   # every message of the predict job, in order
+        "before_answer_seconds": 0.041,                # the steps before the answer step
+        "updates": [                                   # every message of the answer step, in order
           {"t": 0.003, "kind": "queue", "rank": 0, "queue_size": 1, "eta": null},
           {"t": 0.004, "kind": "started"},
           {"t": 0.010, "kind": "generating", "bot": [{"text": "Qwen is thinking...", ...}],
@@ -42,7 +42,7 @@ Transcript format (JSON, UTF-8; version 1)::
         ]}]
     }
 
-`t` is seconds since the predict job was submitted, stamped when gradio_client's reader thread
+`t` is seconds since the answer step was submitted, stamped when gradio_client's reader thread
 received the message ("tapped": false means it was polled from the public Job API every 5 ms
 instead). `bot` is the bot side of the chatbot's last `[user, bot]` pair after applying the
 message's diff, exactly as the Space sent it; `text` is its text (several bot messages joined by

@@ -221,7 +221,7 @@ def record_transcript(
                 "index": index,
                 "prompt": prompt,
                 "files": [Path(p).name for p in files] if index == 0 else [],
-                "add_text_seconds": round(add_seconds, 6),
+                "before_answer_seconds": round(add_seconds, 6),
                 "updates": updates,
             })
             if failed or final is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from ..space_text import SUMMARY_MARKER, THINKING
+    from ..space_text import SUMMARY_MARKER, THINKING, unquote
 except ImportError:  # loaded by path inside the replica's environment, outside the package
     import importlib.util as _util
 
@@ -33,7 +33,7 @@ except ImportError:  # loaded by path inside the replica's environment, outside 
     assert _spec is not None and _spec.loader is not None
     _space_text = _util.module_from_spec(_spec)
     _spec.loader.exec_module(_space_text)
-    THINKING, SUMMARY_MARKER = _space_text.THINKING, _space_text.SUMMARY_MARKER
+    THINKING, SUMMARY_MARKER, unquote = _space_text.THINKING, _space_text.SUMMARY_MARKER, _space_text.unquote
 
 # Magic prompts switch a fault on for one request. They are documented in the README and in
 # `qwen-space replica --help`; the bracket syntax keeps them out of any natural sentence.

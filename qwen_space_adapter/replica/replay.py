@@ -21,7 +21,6 @@ in `qwen_space_adapter.harness` (module docstring).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import copy
 import functools
@@ -31,8 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:
+    from ..space_text import unquote
+except ImportError:  # imported as a top-level module by the replica's app: `model` loads it by path
+    from model import unquote  # type: ignore[no-redef]
+
 FORMAT = "qwen-space-transcript"
-VERSION = 1
+VERSION = 2  # what the recorder writes
+# Version 1 (before 0.2.1): `space.add_text`/`space.predict` and `turns[].add_text_seconds`, the two-step
+# page's names; version 2: `space.chain`/`space.answer` and `turns[].before_answer_seconds`. Replay reads
+# only `format`, `version` and `turns[].updates`, the same in both.
+VERSIONS = (1, 2)
 
 
 class TranscriptError(ValueError):
@@ -69,8 +77,10 @@ def validate(data: Any, where: str = "transcript") -> dict[str, Any]:
     """Check the structure replay relies on; raise `TranscriptError` naming the bad field."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TranscriptError(f"{where}: not a {FORMAT!r} file (its 'format' field is missing or wrong)")
-    if data.get("version") != VERSION:
-        raise TranscriptError(f"{where}: version {data.get('version')!r}, this replayer reads {VERSION}")
+    if data.get("version") not in VERSIONS:
+        raise TranscriptError(
+            f"{where}: version {data.get('version')!r}, this replayer reads versions {', '.join(map(str, VERSIONS))}"
+        )
     turns = data.get("turns")
     if not isinstance(turns, list) or not turns:
         raise TranscriptError(f"{where}: 'turns' must be a non-empty list")
@@ -97,15 +107,7 @@ def error_message(recorded: Any) -> str:
     Gradio 4 sends a `gr.Error` as `repr(message)` (quotes included), so raising the recorded
     string as it is would quote it twice; a recorded repr is turned back into its message.
     """
-    text = str(recorded) if recorded is not None else "recorded error"
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(value, str):
-            return value
-    return text
+    return unquote(str(recorded) if recorded is not None else "recorded error")
 
 
 class Replayer:
