@@ -64,9 +64,20 @@ def spawn(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def _start_workers() -> None:
+    global _busy
     while True:
         task = _unstarted.get()
-        threading.Thread(target=_work, args=task, name=WORKER_NAME, daemon=True).start()
+        try:
+            threading.Thread(target=_work, args=task, name=WORKER_NAME, daemon=True).start()
+        except RuntimeError:  # no thread to be had (a process limit): run it here, slower, never lost
+            fn, args = task
+            try:
+                fn(*args)
+            except BaseException:
+                pass
+            finally:
+                with _lock:
+                    _busy -= 1
 
 
 def _work(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:

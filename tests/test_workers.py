@@ -63,3 +63,32 @@ def test_the_callers_thread_never_starts_a_worker(mocker):
     finally:
         release.set()
     assert starts_here == []
+
+
+def test_a_task_runs_even_when_no_thread_can_be_started(mocker):
+    _wait_idle()
+    release = threading.Event()
+    blockers = [threading.Event() for _ in range(workers._idle + 2)]  # every idle worker, and more
+
+    def hold(started: threading.Event) -> None:
+        started.set()
+        release.wait(10)
+
+    try:
+        for started in blockers:  # keep every idle worker busy, so the next task needs a new one
+            workers.spawn(hold, started)
+        assert all(b.wait(10) for b in blockers)
+        assert workers._idle == 0, "an idle worker would take the task: the test would prove nothing"
+        start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name == workers.WORKER_NAME:
+                raise RuntimeError("can't start new thread")
+            start(thread)
+
+        mocker.patch.object(threading.Thread, "start", autospec=True, side_effect=refuse)
+        ran = threading.Event()
+        workers.spawn(ran.set)
+        assert ran.wait(10), "a task was lost when its worker could not start"
+    finally:
+        release.set()
