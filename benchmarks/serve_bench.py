@@ -71,12 +71,12 @@ def role_server(space: str) -> None:
     recording = [False]
 
     async def monitor(samples: list[float]) -> None:
-        loop = asyncio.get_running_loop()
+        # time.monotonic() is asyncio's loop.time(); uvloop's loop.time() counts whole milliseconds
         while True:
-            t = loop.time()
+            t = time.monotonic()
             await asyncio.sleep(LAG_INTERVAL)
             if recording[0]:
-                samples.append(max(0.0, loop.time() - t - LAG_INTERVAL))
+                samples.append(max(0.0, time.monotonic() - t - LAG_INTERVAL))
 
     assert srv._loop is not None
     asyncio.run_coroutine_threadsafe(monitor(lags), srv._loop)
