@@ -67,30 +67,21 @@ def role_server(space: str) -> None:
     offload = os.environ.get("SERVE_BENCH_OFFLOAD", "1") != "0"  # for experiments: the adapter on the server's loop
     srv = BackgroundServer(ServeApp(Context(store=SessionStore(), space=space), offload=offload)).start()
     lags: list[float] = []
+    adapter_lags: list[float] = []
     recording = [False]
 
-    async def monitor() -> None:
-        loop = asyncio.get_running_loop()
+    async def monitor(samples: list[float]) -> None:
+        # time.monotonic() is asyncio's loop.time(); uvloop's loop.time() counts whole milliseconds
         while True:
-            t = loop.time()
+            t = time.monotonic()
             await asyncio.sleep(LAG_INTERVAL)
             if recording[0]:
-                lags.append(max(0.0, loop.time() - t - LAG_INTERVAL))
-
-    adapter_lags: list[float] = []
-
-    async def monitor_adapter() -> None:  # the loop the turns run on (offload.py), for the record
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(LAG_INTERVAL)
-            if recording[0]:
-                adapter_lags.append(max(0.0, loop.time() - t - LAG_INTERVAL))
+                samples.append(max(0.0, time.monotonic() - t - LAG_INTERVAL))
 
     assert srv._loop is not None
-    asyncio.run_coroutine_threadsafe(monitor(), srv._loop)
-    if srv.app.adapter_loop is not None:
-        asyncio.run_coroutine_threadsafe(monitor_adapter(), srv.app.adapter_loop.loop)
+    asyncio.run_coroutine_threadsafe(monitor(lags), srv._loop)
+    if srv.app.adapter_loop is not None:  # the loop the turns run on (offload.py), for the record
+        asyncio.run_coroutine_threadsafe(monitor(adapter_lags), srv.app.adapter_loop.loop)
     print(srv.url, flush=True)
     cpu0 = time.process_time()
     for line in sys.stdin:

@@ -50,14 +50,7 @@ def _clock(seconds: float) -> str:
 
 def queue_text(event: QueueStatus) -> str:
     """A queue status for people: positions count from 1 (the Space's rank 0 is next in line)."""
-    where = "in queue"
-    if event.position is not None:
-        where += f": position {event.position + 1}"
-        if event.queue_size:
-            where += f" of {event.queue_size}"
-    if event.eta is not None and event.eta >= 1:
-        where += f", about {event.eta:.0f} s left"
-    return where
+    return "in queue" + event.where()
 
 
 class StatusLine:

@@ -37,6 +37,20 @@ class QueueStatus(StreamEvent):
     queue_size: int | None
     eta: float | None
 
+    def where(self) -> str:
+        """The known part of the status for people, to follow a label: `: position 2 of 9, about 40 s left`.
+
+        Positions count from 1 (the Space's rank 0 is next in line); an unknown part is left out.
+        """
+        text = ""
+        if self.position is not None:
+            text += f": position {self.position + 1}"
+            if self.queue_size:
+                text += f" of {self.queue_size}"
+        if self.eta is not None and self.eta >= 1:
+            text += f", about {self.eta:.0f} s left"
+        return text
+
 
 @dataclass(frozen=True, repr=True)
 class TextRewritten(StreamEvent):

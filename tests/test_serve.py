@@ -319,24 +319,22 @@ def test_two_requests_continuing_one_conversation_at_once(client: Any, server: B
 
 def test_restarted_server_continues_from_its_sessions_file(replica: Replica, tmp_path: Path) -> None:
     db = str(tmp_path / "sessions.sqlite")
+
+    def ask_a_fresh_server(messages: list[dict[str, Any]]) -> Any:
+        """One answer from a server started for it on the sessions file, stopped before returning."""
+        store = SessionStore(db)
+        srv = start_server(str(replica.url), store)
+        try:
+            client = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)
+            return client.chat.completions.with_raw_response.create(model=MODEL, messages=messages)
+        finally:
+            srv.stop()
+            store.close()
+
     first = [{"role": "user", "content": [{"type": "text", "text": "Persist"}, file_part("p.txt", "pass key")]}]
-    store = SessionStore(db)
-    srv = start_server(str(replica.url), store)
-    try:
-        raw = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
-            model=MODEL, messages=first)
-    finally:
-        srv.stop()
-        store.close()
+    raw = ask_a_fresh_server(first)
     history = [*first, {"role": "assistant", "content": raw.parse().choices[0].message.content}, user("Still there?")]
-    store = SessionStore(db)
-    srv = start_server(str(replica.url), store)
-    try:
-        raw2 = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
-            model=MODEL, messages=history)
-    finally:
-        srv.stop()
-        store.close()
+    raw2 = ask_a_fresh_server(history)
     assert raw2.headers["x-qwen-session"] == raw.headers["x-qwen-session"]
     assert raw2.headers["x-qwen-session-continued"] == "true"
     text = raw2.parse().choices[0].message.content

@@ -29,14 +29,7 @@ DONE = b"data: [DONE]\n\n"
 
 def queue_line(event: QueueStatus) -> str:
     """A queue status for people (the Space's rank 0 is position 1, next in line)."""
-    text = "Waiting in the Space's queue"
-    if event.position is not None:
-        text += f": position {event.position + 1}"
-        if event.queue_size:
-            text += f" of {event.queue_size}"
-    if event.eta is not None and event.eta >= 1:
-        text += f", about {event.eta:.0f} s left"
-    return text + ".\n"
+    return "Waiting in the Space's queue" + event.where() + ".\n"
 
 
 def event_fields(item: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:

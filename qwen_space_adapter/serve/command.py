@@ -7,7 +7,6 @@ without the `serve` extra and `serve` says how to get it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -88,7 +87,7 @@ def _serve(args: argparse.Namespace, sock: Any, server: Any) -> int:
               file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(server.serve_forever(app, sock, ready))
+        server.run(server.serve_forever(app, sock, ready))
     finally:
         store.close()
     return EXIT_OK

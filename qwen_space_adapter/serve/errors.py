@@ -12,21 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import (
-    AdapterBugError,
-    APIChangedError,
-    InvalidRequestError,
-    ModelNotSupportedError,
-    QueueFullError,
-    QwenSpaceError,
-    RateLimitedError,
-    ReplicaError,
-    SpaceAppError,
-    SpaceRestartedError,
-    SpaceTimeoutError,
-    SpaceUnavailableError,
-    StreamInterruptedError,
-)
+from .. import errors as adapter
 
 
 class ApiError(Exception):
@@ -73,19 +59,19 @@ class Rule:
 # starts a new session with the whole history instead); it is here so that a second restart in a
 # row still gets an answer a client understands.
 RULES: tuple[tuple[type[BaseException], Rule], ...] = (
-    (ModelNotSupportedError, Rule(404, "invalid_request_error", "model_not_found")),
-    (InvalidRequestError, Rule(400, "invalid_request_error", "invalid_request")),
-    (QueueFullError, Rule(429, "rate_limit_error", "queue_full")),
-    (RateLimitedError, Rule(429, "rate_limit_error", "rate_limited")),
-    (StreamInterruptedError, Rule(502, "server_error", "stream_interrupted")),
-    (ReplicaError, Rule(503, "server_error", "space_unavailable")),
-    (SpaceUnavailableError, Rule(503, "server_error", "space_unavailable")),
-    (SpaceTimeoutError, Rule(504, "server_error", "timeout")),
-    (SpaceAppError, Rule(502, "server_error", "space_error")),
-    (APIChangedError, Rule(502, "server_error", "space_api_changed")),
-    (SpaceRestartedError, Rule(502, "server_error", "space_restarted")),
-    (AdapterBugError, Rule(500, "server_error", "adapter_bug")),
-    (QwenSpaceError, Rule(500, "server_error", "internal_error")),
+    (adapter.ModelNotSupportedError, Rule(404, "invalid_request_error", "model_not_found")),
+    (adapter.InvalidRequestError, Rule(400, "invalid_request_error", "invalid_request")),
+    (adapter.QueueFullError, Rule(429, "rate_limit_error", "queue_full")),
+    (adapter.RateLimitedError, Rule(429, "rate_limit_error", "rate_limited")),
+    (adapter.StreamInterruptedError, Rule(502, "server_error", "stream_interrupted")),
+    (adapter.ReplicaError, Rule(503, "server_error", "space_unavailable")),
+    (adapter.SpaceUnavailableError, Rule(503, "server_error", "space_unavailable")),
+    (adapter.SpaceTimeoutError, Rule(504, "server_error", "timeout")),
+    (adapter.SpaceAppError, Rule(502, "server_error", "space_error")),
+    (adapter.APIChangedError, Rule(502, "server_error", "space_api_changed")),
+    (adapter.SpaceRestartedError, Rule(502, "server_error", "space_restarted")),
+    (adapter.AdapterBugError, Rule(500, "server_error", "adapter_bug")),
+    (adapter.QwenSpaceError, Rule(500, "server_error", "internal_error")),
 )
 
 
@@ -103,9 +89,9 @@ def api_error(error: BaseException) -> ApiError:
         return error
     for kind, rule in RULES:
         if isinstance(error, kind):
-            param = "model" if isinstance(error, ModelNotSupportedError) else None
+            param = "model" if isinstance(error, adapter.ModelNotSupportedError) else None
             message = str(error)
-            if isinstance(error, SpaceTimeoutError):
+            if isinstance(error, adapter.SpaceTimeoutError):
                 message = f"{message} (phase: {error.phase})"
             return ApiError(
                 rule.status, message, type=rule.type, code=rule.code, param=param, retry_after=retry_after_of(error)
