@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+from ..constants import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
 def add_command(sub: Any) -> None:
