@@ -52,7 +52,13 @@ class DirectJob:
 
         def join() -> None:
             try:
-                self.future.set_result(gci.join(client, fn_index, data, event))
+                event_id = gci.join(client, fn_index, data, event)
+                # This process's event, whoever follows it now: a turn stopped before its join
+                # returned no longer hears the tap's registration, yet the event may still run,
+                # and its messages then reach the session's next reader. Known as ours, they are
+                # ignored there instead of taken for another client's (`ConversationInUseError`).
+                follower.own.add(event_id)
+                self.future.set_result(event_id)
             except BaseException as exc:  # handed to the follower
                 self.future.set_exception(exc)
                 follower.on_done(self.future)

@@ -315,3 +315,25 @@ async def test_100_concurrent_conversations_stay_apart(qwen_replica):
     assert len(answers) == 100
     for i, text in answers.items():
         assert text == f'You said: "I am number {i}.". This is the first turn of our conversation.'
+
+
+async def test_an_event_joined_after_its_turn_was_stopped_is_still_ours(mocker):
+    """A turn stopped while its join was in flight no longer hears the tap's registration; its
+    event may still run, and its messages reach the session's next reader. They must be known
+    as this process's own, not taken for another client's (`ConversationInUseError`)."""
+    from qwen_space_adapter import _gc_internals as gci
+    from qwen_space_adapter import bridge, protocol
+
+    mocker.patch.object(gci, "join", return_value="ev-of-the-stopped-turn")
+    own: set[str] = set()
+    stopped = protocol.JobFollower("http://127.0.0.1:9", True, (), own=own)
+    job = bridge.DirectJob(object(), stopped, 1, [], None)
+    assert await anyio.to_thread.run_sync(job.future.result, 10) == "ev-of-the-stopped-turn"
+
+    nxt = protocol.JobFollower("http://127.0.0.1:9", True, (), own=own)  # the session's next step
+    nxt.on_register("ev-next")
+    nxt.sink("ev-of-the-stopped-turn", {"msg": "process_starts"})
+    nxt.sink("ev-of-the-stopped-turn", {"msg": "process_generating", "output": {"data": [["x"]]}})
+    nxt.sink("ev-next", {"msg": "process_completed", "success": True, "output": {"data": ["done"]}})
+    events = [event async for event in nxt.events()]
+    assert events == [protocol.Completed(["done"])]
