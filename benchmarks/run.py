@@ -68,12 +68,18 @@ def main_loop_lag(s: Settings, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smallest setting of every figure (seconds)")
-    ap.add_argument("--load", action="store_true",
-                    help="only the load generator's CPU per delivered update vs raw SSE (writes load.json)")
+    ap.add_argument(
+        "--load",
+        action="store_true",
+        help="only the load generator's CPU per delivered update vs raw SSE (writes load.json)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
-    ap.add_argument("--only", choices=["loop-lag"],
-                    help="only this part: loop-lag = event-loop lag at 1, 100 and 1,000 conversations "
-                    "(writes loop_lag.json; README untouched)")
+    ap.add_argument(
+        "--only",
+        choices=["loop-lag"],
+        help="only this part: loop-lag = event-loop lag at 1, 100 and 1,000 conversations "
+        "(writes loop_lag.json; README untouched)",
+    )
     ap.add_argument("--loop-lag-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.loop_lag_worker:

@@ -35,10 +35,8 @@ ROOT = HERE.parent
 STAMP = re.compile(r"@(\d+\.\d+)")
 LAG_INTERVAL = 0.005
 
-FULL = {"latency_tokens": 200, "latency_delay": 0.01, "latency_runs": 5, "streams": 200, "tokens": 100,
-        "delay": 0.02}
-QUICK = {"latency_tokens": 20, "latency_delay": 0.01, "latency_runs": 1, "streams": 10, "tokens": 10,
-         "delay": 0.01}
+FULL = {"latency_tokens": 200, "latency_delay": 0.01, "latency_runs": 5, "streams": 200, "tokens": 100, "delay": 0.02}
+QUICK = {"latency_tokens": 20, "latency_delay": 0.01, "latency_runs": 1, "streams": 10, "tokens": 10, "delay": 0.01}
 LIMITS = {"latency_p50": 1.1, "latency_p99": 1.3, "cpu_per_delta": 1.5, "loop_lag_p99_ms": 20.0}
 
 
@@ -94,8 +92,9 @@ def role_server(space: str) -> None:
             print("ok", flush=True)
         elif command == "report":
             recording[0] = False
-            print(json.dumps({"cpu": time.process_time() - cpu0, "lags": lags, "adapter_lags": adapter_lags}),
-                  flush=True)
+            print(
+                json.dumps({"cpu": time.process_time() - cpu0, "lags": lags, "adapter_lags": adapter_lags}), flush=True
+            )
         elif command == "quit":
             break
     srv.stop()
@@ -139,11 +138,15 @@ async def _raw_stream(url: str, prompt: str, lat: list[float]) -> int:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    body = json.dumps({"model": "qwen-2.5-1m", "stream": True,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    body = json.dumps(
+        {"model": "qwen-2.5-1m", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    ).encode()
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    writer.write(
+        f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(head.decode(errors="replace"))
@@ -207,8 +210,20 @@ def role_client(via: str, url: str, streams: int, tokens: int, delay: float, run
     cpu0, wall0 = time.process_time(), time.monotonic()
     deltas, expected = asyncio.run(main())
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    print(json.dumps({"via": via, "deltas": deltas, "stamps": len(lat), "expected": expected, "cpu": cpu,
-                      "wall": wall, "latencies": lat}), flush=True)
+    print(
+        json.dumps(
+            {
+                "via": via,
+                "deltas": deltas,
+                "stamps": len(lat),
+                "expected": expected,
+                "cpu": cpu,
+                "wall": wall,
+                "latencies": lat,
+            }
+        ),
+        flush=True,
+    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -240,8 +255,13 @@ def measure(quick: bool = False) -> dict[str, Any]:
     t0 = time.monotonic()
     space = Server(ensure_env())
     space.start()
-    server = subprocess.Popen([sys.executable, __file__, "--role", "server", "--space", space.url],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--role", "server", "--space", space.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         assert server.stdout is not None and server.stdin is not None
         base = server.stdout.readline().strip()
@@ -315,15 +335,26 @@ def measure(quick: bool = False) -> dict[str, Any]:
         "loop_lag_p99_ms": f["loop_lag_p99_ms"],
     }
     complete = f["stamps_served"] == f["stamps_served_httpx"] == f["stamps_expected"] == f["stamps_direct"]
-    return {"settings": s, "quick": quick, "figures": f, "ratios": ratios, "complete": complete,
-            "met": {k: ratios[k] <= LIMITS[k] for k in LIMITS}, "elapsed_s": time.monotonic() - t0}
+    return {
+        "settings": s,
+        "quick": quick,
+        "figures": f,
+        "ratios": ratios,
+        "complete": complete,
+        "met": {k: ratios[k] <= LIMITS[k] for k in LIMITS},
+        "elapsed_s": time.monotonic() - t0,
+    }
 
 
 ROWS = (
     ("latency_p50", "per-delta latency p50 through the server vs the adapter", "latency_p50_direct_ms", "ms"),
     ("latency_p99", "per-delta latency p99 through the server vs the adapter", "latency_p99_direct_ms", "ms"),
-    ("cpu_per_delta", "client (lean SSE reader) + server CPU per delivered delta at {streams} streams vs the adapter",
-     "cpu_per_delta_direct_us", "µs"),
+    (
+        "cpu_per_delta",
+        "client (lean SSE reader) + server CPU per delivered delta at {streams} streams vs the adapter",
+        "cpu_per_delta_direct_us",
+        "µs",
+    ),
     ("loop_lag_p99_ms", "server event-loop lag p99 at {streams} streams (ms, absolute)", None, ""),
 )
 
@@ -332,36 +363,48 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The benchmark's rows: figure, the adapter's own value, the ratio (or absolute), the limit, met."""
     out = []
     for key, label, base, unit in ROWS:
-        out.append({
-            "figure": label.format(**result["settings"]),
-            "adapter": f"{result['figures'][base]:.3g} {unit}" if base else "-",
-            "measured": round(result["ratios"][key], 3),
-            "limit": LIMITS[key],
-            "met": bool(result["met"][key]),
-        })
+        out.append(
+            {
+                "figure": label.format(**result["settings"]),
+                "adapter": f"{result['figures'][base]:.3g} {unit}" if base else "-",
+                "measured": round(result["ratios"][key], 3),
+                "limit": LIMITS[key],
+                "met": bool(result["met"][key]),
+            }
+        )
     return out
 
 
 def table_md(result: dict[str, Any]) -> str:
     lines = ["| serving target | adapter alone | measured | limit | met |", "|---|---|---|---|---|"]
     for r in rows(result):
-        lines.append(f"| {r['figure']} | {r['adapter']} | {r['measured']} | {r['limit']} | "
-                     f"{'yes' if r['met'] else 'no'} |")
+        lines.append(
+            f"| {r['figure']} | {r['adapter']} | {r['measured']} | {r['limit']} | {'yes' if r['met'] else 'no'} |"
+        )
     f = result["figures"]
-    lines.append(f"| (for the record) the same with an httpx SSE client | {f['cpu_per_delta_direct_us']:.3g} µs | "
-                 f"{f['cpu_per_delta_served_httpx_us'] / f['cpu_per_delta_direct_us']:.3f} | - | - |")
-    lines.append(f"| (for the record) server event-loop lag p99, httpx clients (ms) | - | "
-                 f"{f['loop_lag_p99_httpx_ms']:.3f} | - | - |")
+    lines.append(
+        f"| (for the record) the same with an httpx SSE client | {f['cpu_per_delta_direct_us']:.3g} µs | "
+        f"{f['cpu_per_delta_served_httpx_us'] / f['cpu_per_delta_direct_us']:.3f} | - | - |"
+    )
+    lines.append(
+        f"| (for the record) server event-loop lag p99, httpx clients (ms) | - | "
+        f"{f['loop_lag_p99_httpx_ms']:.3f} | - | - |"
+    )
     lines.append("")
-    lines.append(f"CPU per delivered delta: server {f['server_cpu_per_delta_us']:.0f} µs, lean client "
-                 f"{f['client_cpu_per_delta_raw_us']:.0f} µs, httpx client "
-                 f"{f['client_cpu_per_delta_httpx_us']:.0f} µs, "
-                 f"the adapter alone {f['cpu_per_delta_direct_us']:.0f} µs.")
-    lines.append(f"Serving run: {f['deltas_served']} deltas through the server ({f['stamps_served']} of "
-                 f"{f['stamps_expected']} updates), server's share of the CPU {f['server_cpu_share']:.0%}, "
-                 f"{f['loop_lag_samples']} loop-lag samples (the adapter's own loop: p99 "
-                 f"{f['adapter_loop_lag_p99_ms']:.0f} ms); {result['elapsed_s']:.0f} s"
-                 + (" (quick setting: indicative only)" if result["quick"] else "") + ".")
+    lines.append(
+        f"CPU per delivered delta: server {f['server_cpu_per_delta_us']:.0f} µs, lean client "
+        f"{f['client_cpu_per_delta_raw_us']:.0f} µs, httpx client "
+        f"{f['client_cpu_per_delta_httpx_us']:.0f} µs, "
+        f"the adapter alone {f['cpu_per_delta_direct_us']:.0f} µs."
+    )
+    lines.append(
+        f"Serving run: {f['deltas_served']} deltas through the server ({f['stamps_served']} of "
+        f"{f['stamps_expected']} updates), server's share of the CPU {f['server_cpu_share']:.0%}, "
+        f"{f['loop_lag_samples']} loop-lag samples (the adapter's own loop: p99 "
+        f"{f['adapter_loop_lag_p99_ms']:.0f} ms); {result['elapsed_s']:.0f} s"
+        + (" (quick setting: indicative only)" if result["quick"] else "")
+        + "."
+    )
     return "\n".join(lines)
 
 

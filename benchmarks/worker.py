@@ -127,9 +127,7 @@ class RawSSE:
                     raise
         raise AssertionError("unreachable")
 
-    async def job(
-        self, session: str, fn_index: int, data: list[Any]
-    ) -> AsyncIterator[tuple[bool, list[Any]]]:
+    async def job(self, session: str, fn_index: int, data: list[Any]) -> AsyncIterator[tuple[bool, list[Any]]]:
         """Yield (completed, outputs) for every update of one job."""
         body = {
             "data": data,
@@ -397,9 +395,7 @@ async def conversations(client: Any, specs: list[tuple[list[str], list[str]]]) -
     def hook(i: int, n_expected: list[int]) -> TurnHook:
         def on_turn(k: int, rec: Recorder, cpu: float, wall: float) -> None:
             results[i].append(
-                TurnResult(
-                    rec.complete(n_expected[k]), len(rec.seqs), rec.latencies_ms, rec.text[:80], cpu, wall
-                )
+                TurnResult(rec.complete(n_expected[k]), len(rec.seqs), rec.latencies_ms, rec.text[:80], cpu, wall)
             )
 
         return on_turn
@@ -408,9 +404,7 @@ async def conversations(client: Any, specs: list[tuple[list[str], list[str]]]) -
         return [int(re.search(r"\[\[tokens=(\d+)\]\]", p).group(1)) for p in prompts]  # type: ignore[union-attr]
 
     if client.is_async:
-        await asyncio.gather(
-            *(client.conversation(p, f, hook(i, expected(p))) for i, (p, f) in enumerate(specs))
-        )
+        await asyncio.gather(*(client.conversation(p, f, hook(i, expected(p))) for i, (p, f) in enumerate(specs)))
     else:
         errors: list[BaseException] = []
 
@@ -549,9 +543,7 @@ async def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             runs = []
             size = os.path.getsize(spec["file"])
             for i in range(spec["runs"]):
-                res = await conversations(
-                    client, [([prompt(spec["n"], spec["delay"], tag=f"a{i}")], [spec["file"]])]
-                )
+                res = await conversations(client, [([prompt(spec["n"], spec["delay"], tag=f"a{i}")], [spec["file"]])])
                 t = res[0][0]
                 runs.append(
                     {

@@ -63,8 +63,16 @@ OLDEST_GRADIO = _version.Version("4.0")
 """Older pages make gradio_client post the whole config to a Hugging Face service to learn the
 API (`SPACE_FETCHER_URL`), a host the caller did not name; they are refused before that."""
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_DERIVED_URLS = ("src_prefixed", "api_url", "sse_url", "heartbeat_url", "sse_data_url", "ws_url", "upload_url",
-                 "reset_url")
+_DERIVED_URLS = (
+    "src_prefixed",
+    "api_url",
+    "sse_url",
+    "heartbeat_url",
+    "sse_data_url",
+    "ws_url",
+    "upload_url",
+    "reset_url",
+)
 Sink = Callable[[str, Any], None]
 """Called from gradio_client's reader thread with (event_id, message); must not block."""
 
@@ -106,8 +114,14 @@ def problems() -> list[str]:
     if "self.future" not in job_src:
         found.append("Job.__init__ no longer keeps its future as self.future")
     # The attributes this module reads outside the tap (api_info, shut_executors, file_url...).
-    for attribute in ("self._info", "self.src_prefixed", "self.sse_url", "self.upload_url",
-                      "self.httpx_kwargs", *(f"self.{name}" for name in _EXECUTORS)):
+    for attribute in (
+        "self._info",
+        "self.src_prefixed",
+        "self.sse_url",
+        "self.upload_url",
+        "self.httpx_kwargs",
+        *(f"self.{name}" for name in _EXECUTORS),
+    ):
         if attribute not in init_src:
             found.append(f"Client.__init__ no longer sets {attribute}")
     return found
@@ -173,8 +187,9 @@ class _Messages(httpx.SyncByteStream):
     message that grows past `MAX_UPDATE_BYTES` is refused as it arrives, in linear time.
     """
 
-    def __init__(self, stream: Any, request: httpx.Request,
-                 on_refused: Callable[[StreamInterruptedError], None] | None) -> None:
+    def __init__(
+        self, stream: Any, request: httpx.Request, on_refused: Callable[[StreamInterruptedError], None] | None
+    ) -> None:
         self._stream = stream
         self._request = request
         self._on_refused = on_refused
@@ -444,8 +459,7 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
     still completes, fails and cancels through its own code.
     """
 
-    def __init__(self, items: Any, event_id: str, sink: Sink,
-                 why_ended: Callable[[], Any] = lambda: None) -> None:
+    def __init__(self, items: Any, event_id: str, sink: Sink, why_ended: Callable[[], Any] = lambda: None) -> None:
         super().__init__(items)
         self.event_id = event_id
         self.sink = sink
@@ -471,8 +485,9 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
 class _TappedEvents(dict):  # type: ignore[type-arg]
     """`Client.pending_messages_per_event`, wrapping each event's deque in a `_TappedDeque`."""
 
-    def __init__(self, sink: Sink, on_register: Callable[[str], None],
-                 why_ended: Callable[[], Any] = lambda: None) -> None:
+    def __init__(
+        self, sink: Sink, on_register: Callable[[str], None], why_ended: Callable[[], Any] = lambda: None
+    ) -> None:
         super().__init__()
         self.sink = sink
         self.on_register = on_register
@@ -504,8 +519,7 @@ def join(client: Client, fn_index: int, data: list[Any], event: dict[str, Any] |
     endpoint = client.endpoints[fn_index]
     # `data` holds every input slot, as the page sends it; the page also names the component
     # whose event started the chain (`trigger_id`) and sends `event_data`.
-    payload = {"data": list(data), **(event or {}), "fn_index": fn_index,
-               **endpoint.oauth_token_payload()}
+    payload = {"data": list(data), **(event or {}), "fn_index": fn_index, **endpoint.oauth_token_payload()}
     hash_data = {"fn_index": fn_index, "session_hash": client.session_hash}
     return str(client.send_data(payload, hash_data, endpoint.protocol, None))
 
@@ -518,8 +532,7 @@ def predict(client: Client, fn_index: int, data: list[Any], event: dict[str, Any
     so the follower reads both the same way. Blocking.
     """
     url = derived_url(client, "run/predict")
-    body = {"data": list(data), **(event or {}), "fn_index": fn_index,
-            "session_hash": client.session_hash}
+    body = {"data": list(data), **(event or {}), "fn_index": fn_index, "session_hash": client.session_hash}
     response = httpx.post(url, json=body, **request_kwargs(client))
     if response.status_code == 500:
         try:
@@ -539,8 +552,12 @@ def request_kwargs(client: Client, deadline: float | None = None) -> dict[str, A
     its total `Deadline` included (`deadline` sets another, e.g. for a large upload);
     `dict()` drops the reader's transport, which only the SSE reader may have.
     """
-    kwargs = {"headers": client.headers, "cookies": client.cookies, "verify": client.ssl_verify,
-              **dict(client.httpx_kwargs)}
+    kwargs = {
+        "headers": client.headers,
+        "cookies": client.cookies,
+        "verify": client.ssl_verify,
+        **dict(client.httpx_kwargs),
+    }
     if deadline is not None:
         kwargs["auth"] = Deadline(deadline)
     return kwargs

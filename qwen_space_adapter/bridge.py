@@ -107,8 +107,15 @@ class PlainJob:
 
 
 def submit(
-    client: Any, follower: JobFollower, fn_index: int, data: list[Any], args: list[Any],
-    event: dict[str, Any] | None = None, *, queued: bool = True, tapped: bool = False,
+    client: Any,
+    follower: JobFollower,
+    fn_index: int,
+    data: list[Any],
+    args: list[Any],
+    event: dict[str, Any] | None = None,
+    *,
+    queued: bool = True,
+    tapped: bool = False,
 ) -> Any:
     """Submit a step whose end (result or error) reaches `follower` through its channel.
 

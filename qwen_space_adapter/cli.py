@@ -184,8 +184,14 @@ async def answer(turn: Turn, args: argparse.Namespace, out: TextIO, status: Stat
         status.clear()
         if json_out:
             if turn.error is not None:
-                emit({"type": "error", "error": type(turn.error).__name__, "message": str(turn.error),
-                      "retryable": turn.error.retryable})
+                emit(
+                    {
+                        "type": "error",
+                        "error": type(turn.error).__name__,
+                        "message": str(turn.error),
+                        "retryable": turn.error.retryable,
+                    }
+                )
             elif turn.interrupted:
                 emit({"type": "cancelled", "text": turn.text})
             else:
@@ -366,11 +372,14 @@ def _repl(args: argparse.Namespace, out: TextIO, status: StatusLine) -> int:
     them in its session history, so later questions are about them without sending them again.
     """
     conv: JsonConversation | None = None
-    print("Chatting with the Space. /clear starts over, /exit or Ctrl-D quits; "
-          "Ctrl-C cancels an answer.", file=sys.stderr)
+    print(
+        "Chatting with the Space. /clear starts over, /exit or Ctrl-D quits; Ctrl-C cancels an answer.", file=sys.stderr
+    )
     if args.file:
-        print(f"(attaching {len(args.file)} file(s) to the first message; later messages can refer to them)",
-              file=sys.stderr)
+        print(
+            f"(attaching {len(args.file)} file(s) to the first message; later messages can refer to them)",
+            file=sys.stderr,
+        )
     while True:
         try:
             line = read_line("you> ")
@@ -407,8 +416,9 @@ def _repl(args: argparse.Namespace, out: TextIO, status: StatusLine) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     if args.replica and args.space:
-        print("qwen-space: error: --replica starts a local Space of its own; do not also give --space.",
-              file=sys.stderr)
+        print(
+            "qwen-space: error: --replica starts a local Space of its own; do not also give --space.", file=sys.stderr
+        )
         return EXIT_USAGE
     replica = None
     try:
@@ -479,20 +489,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="chat with the Space (one-shot with a prompt, else interactive)",
         description="Chat with the Space: one-shot with a prompt (or a piped stdin), else interactive.",
         epilog="Interactive: Ctrl-C cancels an answer on the Space and keeps the conversation (a second "
-               "Ctrl-C quits at once); Ctrl-C at the prompt clears the line; /clear starts over; "
-               "Ctrl-D or /exit quits. One-shot: Ctrl-C cancels and exits with 130.",
+        "Ctrl-C quits at once); Ctrl-C at the prompt clears the line; /clear starts over; "
+        "Ctrl-D or /exit quits. One-shot: Ctrl-C cancels and exits with 130.",
     )
     chat.add_argument("prompt", nargs="*", help="the message; read from stdin when piped")
     chat.add_argument("--space", default=None, help="Space id or URL (default: $QWEN_SPACE or the live Space)")
-    chat.add_argument("--replica", action="store_true",
-                      help="start a local replica Space for this run (not with --space)")
+    chat.add_argument(
+        "--replica", action="store_true", help="start a local replica Space for this run (not with --space)"
+    )
     chat.add_argument("--system", default=None, help="a system message for the conversation")
-    chat.add_argument("--file", action="append", default=[],
-                      help="attach a text document (repeatable); interactively, to the first message only: "
-                           "the Space keeps it for the follow-up questions")
+    chat.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        help="attach a text document (repeatable); interactively, to the first message only: "
+        "the Space keeps it for the follow-up questions",
+    )
     chat.add_argument("--json", action="store_true", help="print one JSON object per event")
-    chat.add_argument("--model", default=CLI_MODEL,
-                      help="the model name: qwen-2.5-1m or qwen-2.5-1m-demo, the same model (default: %(default)s)")
+    chat.add_argument(
+        "--model",
+        default=CLI_MODEL,
+        help="the model name: qwen-2.5-1m or qwen-2.5-1m-demo, the same model (default: %(default)s)",
+    )
     chat.add_argument("--timeout", type=float, default=None, help="seconds for the whole answer")
     chat.set_defaults(func=cmd_chat)
 
@@ -501,23 +519,30 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--port", type=int, default=0, help="0 picks a free port")
     rep.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens")
     rep.add_argument("--prefill-base", type=float, default=0.05, help="seconds of 'thinking'")
-    rep.add_argument("--fault", default=None,
-                     help="a fault for every request: error-before-first-token, error-mid-stream, stall, "
-                          "slow-first-token or die-mid-stream (see README)")
+    rep.add_argument(
+        "--fault",
+        default=None,
+        help="a fault for every request: error-before-first-token, error-mid-stream, stall, "
+        "slow-first-token or die-mid-stream (see README)",
+    )
     rep.add_argument("--fault-arg", type=float, default=None)
     rep.add_argument("--max-queue-size", type=int, default=0, help="0 = unlimited")
     rep.add_argument("--concurrency-limit", type=int, default=0, help="0 = unlimited")
     rep.add_argument("--replay", default=None, help="replay a recorded transcript")
     rep.add_argument("--replay-speed", type=float, default=1.0)
-    rep.add_argument("--ui", default="hand",
-                     help="'hand' (default, fast), 'gradio6' (Gradio 6's own multimodal ChatInterface; "
-                          "history from the chatbot the client sends), 'qwen-agent' (Qwen-Agent 0.0.11's "
-                          "real UI, Gradio 4) or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; Gradio 5 from "
-                          "0.0.12 on)")
+    rep.add_argument(
+        "--ui",
+        default="hand",
+        help="'hand' (default, fast), 'gradio6' (Gradio 6's own multimodal ChatInterface; "
+        "history from the chatbot the client sends), 'qwen-agent' (Qwen-Agent 0.0.11's "
+        "real UI, Gradio 4) or 'qwen-agent==X' (releases 0.0.11 to 0.0.34; Gradio 5 from "
+        "0.0.12 on)",
+    )
     rep.add_argument("--agents", type=int, default=1, help="agents behind the real UI (--ui qwen-agent)")
     rep.add_argument("--mention", action="store_true", help="let @Name pick the agent (needs --agents 2+)")
-    rep.add_argument("--python", default=None,
-                     help="interpreter for the replica's environment (default: this one if supported)")
+    rep.add_argument(
+        "--python", default=None, help="interpreter for the replica's environment (default: this one if supported)"
+    )
     rep.set_defaults(func=cmd_replica)
 
     from .serve.command import add_command as add_serve  # imports no server code until it runs

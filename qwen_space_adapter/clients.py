@@ -22,6 +22,7 @@ from .target import SpaceTarget
 if TYPE_CHECKING:
     from .config_cache import SpaceInfo
 
+
 def client_kwargs(target: SpaceTarget, connect_timeout: float) -> dict[str, Any]:
     """gradio_client's arguments, with every plain request bounded by `connect_timeout` in total.
 
@@ -43,8 +44,9 @@ def _reader_timeout(connect_timeout: float) -> httpx.Timeout:
     return httpx.Timeout(60.0, connect=connect_timeout)
 
 
-def open_client(info: SpaceInfo, session_hash: str,
-                connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> gci.AdapterClient:
+def open_client(
+    info: SpaceInfo, session_hash: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> gci.AdapterClient:
     """A client for one turn of a conversation's session, built without any request to the Space.
 
     The heartbeat is off: gradio_client's heartbeat thread blocks up to 15 s on a read before it
@@ -100,7 +102,8 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
         # The client's deadline, plus a second per MB: a large file on a slow link is no stall.
         deadline = (gci.request_deadline(client) or DEFAULT_CONNECT_TIMEOUT) + len(data) / 1e6
         response = httpx.post(
-            gci.derived_url(client, "upload"), files=[("files", (name, data, mime_type))],
+            gci.derived_url(client, "upload"),
+            files=[("files", (name, data, mime_type))],
             **gci.request_kwargs(client, deadline=deadline),
         )
         response.raise_for_status()
@@ -113,8 +116,14 @@ def upload(client: Any, name: str, data: bytes, mime_type: str) -> dict[str, Any
         raise translate(exc, client.src) from None
     # The page's value for an uploaded file: where the Space serves it, and no `is_stream`.
     url = gci.file_url(client, path)
-    return {"path": path, "url": url, "orig_name": name, "size": len(data), "mime_type": mime_type,
-            "meta": {"_type": "gradio.FileData"}}
+    return {
+        "path": path,
+        "url": url,
+        "orig_name": name,
+        "size": len(data),
+        "mime_type": mime_type,
+        "meta": {"_type": "gradio.FileData"},
+    }
 
 
 def close_session(client: Any) -> None:

@@ -70,8 +70,9 @@ def cached_info(target: SpaceTarget) -> SpaceInfo | None:
     return _INFO.get(target.key)
 
 
-def _fetch_info(target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                stale: SpaceInfo | None = None) -> SpaceInfo:
+def _fetch_info(
+    target: SpaceTarget, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, stale: SpaceInfo | None = None
+) -> SpaceInfo:
     with _INFO_GUARD:
         lock = _INFO_LOCKS.setdefault(target.key, threading.Lock())
     # One fetch at a time per Space, so a hundred new conversations fetch once; but never wait

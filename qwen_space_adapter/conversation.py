@@ -61,9 +61,7 @@ class JsonConversation:
     def from_dict(cls, data: dict[str, Any]) -> JsonConversation:
         """Rebuild a conversation from `get_dict()` output (after a JSON round trip, say)."""
         if not isinstance(data, dict):
-            raise InvalidRequestError(
-                f"JsonConversation.from_dict expects a dict, got {type(data).__name__}."
-            )
+            raise InvalidRequestError(f"JsonConversation.from_dict expects a dict, got {type(data).__name__}.")
         for key in data:
             _check_key(key)  # before `**`: a key that is not a string fails there with a TypeError
         return cls(**data)
@@ -91,8 +89,10 @@ def _check_key(key: Any) -> None:
         raise InvalidRequestError(
             f"A conversation's keys must be attribute names, got {key!r}; pass what get_dict() returned."
         )
-    if key.startswith("_") or callable(getattr(JsonConversation, key, None)) or isinstance(
-        getattr(JsonConversation, key, None), property
+    if (
+        key.startswith("_")
+        or callable(getattr(JsonConversation, key, None))
+        or isinstance(getattr(JsonConversation, key, None), property)
     ):
         raise InvalidRequestError(
             f"A conversation cannot set {key!r}: names starting with '_' and the class's own methods "
@@ -156,8 +156,7 @@ def check_conversation(conversation: Any, space: str | None = None) -> JsonConve
             raise InvalidRequestError("conversation.get_dict() must return a dict.")
     else:
         raise InvalidRequestError(
-            f"conversation must be a JsonConversation (or its get_dict()), got "
-            f"{type(conversation).__name__}."
+            f"conversation must be a JsonConversation (or its get_dict()), got {type(conversation).__name__}."
         )
     session_hash = data.get("session_hash")
     if not isinstance(session_hash, str) or not SESSION_HASH_RE.match(session_hash):
@@ -194,9 +193,7 @@ def check_conversation(conversation: Any, space: str | None = None) -> JsonConve
         raise InvalidRequestError(f"conversation.model must be a model name, got {type(model).__name__}.")
     owner = data.get("space")
     if owner is not None and not isinstance(owner, str):
-        raise InvalidRequestError(
-            f"conversation.space must be the URL of its Space, got {type(owner).__name__}."
-        )
+        raise InvalidRequestError(f"conversation.space must be the URL of its Space, got {type(owner).__name__}.")
     if owner is not None:
         parseable_url(owner, "conversation.space")
     if owner is not None and space is not None and space_url(owner, "conversation.space") != space:

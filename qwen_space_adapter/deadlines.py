@@ -45,9 +45,7 @@ class Clock:
         if opts.timeout is not None:
             candidates.append((self.start + opts.timeout - now, "answer", opts.timeout))
         if not self.text_started and opts.first_token_timeout is not None:
-            candidates.append(
-                (self.start + opts.first_token_timeout - now, "first token", opts.first_token_timeout)
-            )
+            candidates.append((self.start + opts.first_token_timeout - now, "first token", opts.first_token_timeout))
         if self.text_started and opts.idle_timeout is not None:
             candidates.append((self.last_update + opts.idle_timeout - now, "silence", opts.idle_timeout))
         if not candidates:

@@ -125,7 +125,9 @@ def drain(client: Any) -> None:
     for _ in range(DRAIN_STREAMS):
         try:
             with httpx.stream(
-                "GET", gci.stream_url(client), params={"session_hash": client.session_hash},
+                "GET",
+                gci.stream_url(client),
+                params={"session_hash": client.session_hash},
                 **{**gci.request_kwargs(client), "timeout": httpx.Timeout(CALL_GRACE, read=DRAIN_QUIET)},
             ) as response:
                 if response.status_code != 200:

@@ -76,8 +76,10 @@ def _not_serving(exc: BaseException, url: str, msg: str) -> QwenSpaceError:
     """5xx, or a config that could not be fetched; the status is named only when it is known."""
     status = _status(exc, msg)
     if status is None:
-        what = ("is not serving: it did not send its config (the answer was no success and named no status: "
-                "a redirect, which the adapter never follows, or an error page)")
+        what = (
+            "is not serving: it did not send its config (the answer was no success and named no status: "
+            "a redirect, which the adapter never follows, or an error page)"
+        )
     else:
         what = f"is not serving (HTTP {status})"
     return SpaceUnavailableError(
@@ -137,56 +139,104 @@ def _api_changed(exc: BaseException, url: str, text: str) -> QwenSpaceError:
 # Order matters: the first matching row wins.
 ROWS: tuple[Row, ...] = (
     Row("already ours", lambda e, t, s: isinstance(e, QwenSpaceError), lambda e, u, t: e),  # type: ignore[arg-type,return-value]
-    Row("refused by the caller's input", _kind("InvalidURL", "UnsupportedProtocol", "LocalProtocolError",
-                                              "UnicodeEncodeError"),
+    Row(
+        "refused by the caller's input",
+        _kind("InvalidURL", "UnsupportedProtocol", "LocalProtocolError", "UnicodeEncodeError"),
         lambda e, u, t: InvalidRequestError(
             f"The request could not be sent to {u} ({type(e).__name__}): check space=, proxy= "
             "and hf_token= for characters a URL or a header cannot carry."
-        )),
-    Row("TLS", lambda e, t, s: isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in t,
-        _unavailable("The TLS certificate of {url} could not be verified; check the URL, or pass "
-                     "verify=False for a Space you trust on your own network.", retryable=False)),
+        ),
+    ),
+    Row(
+        "TLS",
+        lambda e, t, s: isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in t,
+        _unavailable(
+            "The TLS certificate of {url} could not be verified; check the URL, or pass "
+            "verify=False for a Space you trust on your own network.",
+            retryable=False,
+        ),
+    ),
     Row("connect", _kind("ConnectError", "ConnectTimeout", "ConnectionRefusedError"), _not_running_or_unreachable),
-    Row("proxy", _kind("ProxyError"),
-        _unavailable("The proxy refused the connection to {url} ({name}); check proxy=.", retryable=False)),
-    Row("timeout", _kind("TimeoutException", "TimeoutError"),
-        _unavailable("The Space at {url} did not answer in time (connect_timeout); retry later.")),
-    Row("stream cut", lambda e, t, s: isinstance(e, concurrent.futures.CancelledError)
-        or t == "Server stopped.", _interrupted),
-    Row("transport", _kind("TransportError", "NetworkError"),
-        _unavailable("The connection to the Space at {url} failed ({name}); retry later.")),
-    Row("queue full", _kind("QueueError"),
+    Row(
+        "proxy",
+        _kind("ProxyError"),
+        _unavailable("The proxy refused the connection to {url} ({name}); check proxy=.", retryable=False),
+    ),
+    Row(
+        "timeout",
+        _kind("TimeoutException", "TimeoutError"),
+        _unavailable("The Space at {url} did not answer in time (connect_timeout); retry later."),
+    ),
+    Row(
+        "stream cut",
+        lambda e, t, s: isinstance(e, concurrent.futures.CancelledError) or t == "Server stopped.",
+        _interrupted,
+    ),
+    Row(
+        "transport",
+        _kind("TransportError", "NetworkError"),
+        _unavailable("The connection to the Space at {url} failed ({name}); retry later."),
+    ),
+    Row(
+        "queue full",
+        _kind("QueueError"),
         lambda e, u, t: QueueFullError(
             f"The Space's queue at {u} is full. Retry in a moment; the adapter already retried "
             "with backoff (raise max_retries= to try longer)."
-        )),
-    Row("rate limited", lambda e, t, s: s == 429 or type(e).__name__ == "TooManyRequestsError"
-        or bool(re.search(r"too many requests", t, re.IGNORECASE)),
+        ),
+    ),
+    Row(
+        "rate limited",
+        lambda e, t, s: (
+            s == 429
+            or type(e).__name__ == "TooManyRequestsError"
+            or bool(re.search(r"too many requests", t, re.IGNORECASE))
+        ),
         lambda e, u, t: RateLimitedError(
             f"The Space at {u} is rate limiting requests; wait a minute, or duplicate the Space and "
             "pass space= with your copy and hf_token=."
-        )),
-    Row("refused access", _status_in(401, 403),
-        _unavailable("The Space at {url} refused access (HTTP {status}): it is private or gated. Pass "
-                     "hf_token= (or set HF_TOKEN) with a token that can read it.", retryable=False)),
-    Row("not found", lambda e, t, s: s == 404 or type(e).__name__ == "InvalidAPIEndpointError",
-        _api_changed),
-    Row("not serving", lambda e, t, s: (s is not None and s >= 500) or "Could not fetch config" in t,
-        _not_serving),
-    Row("not a Gradio app", _says(r"Could not get Gradio config|not a Gradio app|Expecting value"),
-        _unavailable("{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
-                     "building (Hugging Face then shows a page of its own), or this is not a Gradio "
-                     "Space. Check its page, then retry.")),
+        ),
+    ),
+    Row(
+        "refused access",
+        _status_in(401, 403),
+        _unavailable(
+            "The Space at {url} refused access (HTTP {status}): it is private or gated. Pass "
+            "hf_token= (or set HF_TOKEN) with a token that can read it.",
+            retryable=False,
+        ),
+    ),
+    Row("not found", lambda e, t, s: s == 404 or type(e).__name__ == "InvalidAPIEndpointError", _api_changed),
+    Row("not serving", lambda e, t, s: (s is not None and s >= 500) or "Could not fetch config" in t, _not_serving),
+    Row(
+        "not a Gradio app",
+        _says(r"Could not get Gradio config|not a Gradio app|Expecting value"),
+        _unavailable(
+            "{url} answered, but not with a Gradio app: the Space may be sleeping, paused or "
+            "building (Hugging Face then shows a page of its own), or this is not a Gradio "
+            "Space. Check its page, then retry."
+        ),
+    ),
     Row("app error", _kind("AppError"), lambda e, u, t: app_error(getattr(e, "message", None) or t)),
-    Row("validation", _kind("ValidationError"),
-        lambda e, u, t: _mismatch(SpaceAppError(
-            f"The Space refused the step's inputs: {t} Its page may have changed; the adapter "
-            "re-reads its config once by itself.",
-            space_message=t,
-        ))),
-    Row("unknown step", lambda e, t, s: isinstance(e, IndexError | KeyError)
-        and re.search(r"fn_index|list index|endpoint", t + repr(e), re.IGNORECASE) is not None,
-        _api_changed),
+    Row(
+        "validation",
+        _kind("ValidationError"),
+        lambda e, u, t: _mismatch(
+            SpaceAppError(
+                f"The Space refused the step's inputs: {t} Its page may have changed; the adapter "
+                "re-reads its config once by itself.",
+                space_message=t,
+            )
+        ),
+    ),
+    Row(
+        "unknown step",
+        lambda e, t, s: (
+            isinstance(e, IndexError | KeyError)
+            and re.search(r"fn_index|list index|endpoint", t + repr(e), re.IGNORECASE) is not None
+        ),
+        _api_changed,
+    ),
 )
 
 
@@ -245,8 +295,10 @@ def is_config_mismatch(err: QwenSpaceError) -> bool:
 # The Hub's word on a Space that does not serve: its stage, what to tell, whether to retry.
 _STAGES = {
     "SLEEPING": ("is sleeping. A request wakes it: retry in a minute or two, or open {page} to wake it.", True),
-    "PAUSED": ("is paused by its owner and will not answer until they restart it. Use a duplicate "
-               "of it (space=...).", False),
+    "PAUSED": (
+        "is paused by its owner and will not answer until they restart it. Use a duplicate of it (space=...).",
+        False,
+    ),
     "BUILDING": ("is building. Retry in a few minutes.", True),
     "RUNNING_BUILDING": ("is rebuilding. Retry in a few minutes.", True),
     "APP_STARTING": ("is starting. Retry in a minute.", True),

@@ -31,8 +31,7 @@ try:
     from g4f.providers.response import Reasoning as G4FReasoning
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "qwen_space_adapter.g4f_provider needs g4f, which is an optional extra: "
-        'pip install "qwen_space_adapter[g4f]"'
+        'qwen_space_adapter.g4f_provider needs g4f, which is an optional extra: pip install "qwen_space_adapter[g4f]"'
     ) from exc
 
 from .conversation import JsonConversation
@@ -45,9 +44,7 @@ log = logging.getLogger("qwen_space_adapter")
 # Keyword arguments g4f's client adds on its own (or enforces itself, like `stop` and
 # `max_tokens`, which it applies to the text it receives). Passing them on would only make the
 # core warn that the Space has no such setting, on every single call.
-G4F_PLUMBING = frozenset(
-    {"stream", "provider", "base_url", "stop", "max_tokens", "stream_timeout", "ignore_stream"}
-)
+G4F_PLUMBING = frozenset({"stream", "provider", "base_url", "stop", "max_tokens", "stream_timeout", "ignore_stream"})
 
 
 class SpaceSummary(HiddenResponse):

@@ -51,9 +51,7 @@ def _content_text(index: int, content: Any) -> str:
         for j, part in enumerate(content):
             if isinstance(part, str):
                 parts.append(_text(f"messages[{index}].content[{j}]", part))
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(
-                part.get("text"), str
-            ):
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
                 parts.append(_text(f"messages[{index}].content[{j}].text", part["text"]))
             else:
                 raise InvalidRequestError(
@@ -62,8 +60,7 @@ def _content_text(index: int, content: Any) -> str:
                 )
         return "\n".join(parts)
     raise InvalidRequestError(
-        f"messages[{index}].content must be a string or a list of text parts, "
-        f"got {type(content).__name__}."
+        f"messages[{index}].content must be a string or a list of text parts, got {type(content).__name__}."
     )
 
 
@@ -71,8 +68,7 @@ def validate_messages(messages: Any) -> list[Message]:
     """Check the caller's messages and normalise their content to text."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidRequestError(
-            "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}."
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}."
         )
     if not messages:
         raise InvalidRequestError("messages is empty: pass at least one user message.")
@@ -84,9 +80,7 @@ def validate_messages(messages: Any) -> list[Message]:
             )
         role = m.get("role")
         if role not in ROLES:
-            raise InvalidRequestError(
-                f"messages[{i}] has role {role!r}; use one of {', '.join(ROLES)}."
-            )
+            raise InvalidRequestError(f"messages[{i}] has role {role!r}; use one of {', '.join(ROLES)}.")
         if "content" not in m:
             raise InvalidRequestError(f"messages[{i}] has no 'content'.")
         out.append(Message(role, _content_text(i, m["content"])))

@@ -50,11 +50,37 @@ TEXT_MIME_TYPE = "text/plain"
 # g4f and OpenAI-style callers pass these; the Space has no knob for them, so they are ignored.
 IGNORED_KWARGS = frozenset(
     {
-        "stream", "temperature", "top_p", "max_tokens", "stop", "api_key", "web_search",
-        "media", "images", "image", "image_name", "response_format", "tool_calls", "tools",
-        "presence_penalty", "frequency_penalty", "seed", "n", "user", "timeout_read",
-        "api_base", "base_url", "extra_body", "provider", "download_media", "aspect_ratio",
-        "conversation_id", "action", "ignore_stream", "stream_timeout", "audio",
+        "stream",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "api_key",
+        "web_search",
+        "media",
+        "images",
+        "image",
+        "image_name",
+        "response_format",
+        "tool_calls",
+        "tools",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "n",
+        "user",
+        "timeout_read",
+        "api_base",
+        "base_url",
+        "extra_body",
+        "provider",
+        "download_media",
+        "aspect_ratio",
+        "conversation_id",
+        "action",
+        "ignore_stream",
+        "stream_timeout",
+        "audio",
     }
 )
 
@@ -129,9 +155,7 @@ def _short(value: Any) -> str:
 
 def _retries(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
-        raise InvalidRequestError(
-            f"max_retries must be an integer from 0 to {MAX_RETRIES}, got {_short(value)}."
-        )
+        raise InvalidRequestError(f"max_retries must be an integer from 0 to {MAX_RETRIES}, got {_short(value)}.")
     return value
 
 
@@ -178,8 +202,17 @@ def check_file(path: Any) -> Attachment:
 
 
 KNOWN_OPTIONS = (
-    "space", "hf_token", "files", "timeout", "first_token_timeout", "idle_timeout",
-    "connect_timeout", "max_retries", "retry_backoff", "verify", "proxy",
+    "space",
+    "hf_token",
+    "files",
+    "timeout",
+    "first_token_timeout",
+    "idle_timeout",
+    "connect_timeout",
+    "max_retries",
+    "retry_backoff",
+    "verify",
+    "proxy",
 )
 # Proxy schemes httpx can use. SOCKS needs the optional `socksio` package (httpx[socks]).
 HTTP_PROXY_SCHEMES = ("http", "https")
@@ -200,9 +233,7 @@ def own_url(cls: type, base: type) -> str | None:
     return None
 
 
-def resolve_space(
-    kw: dict[str, Any], conversation_space: Any = None, class_url: str | None = None
-) -> tuple[str, str]:
+def resolve_space(kw: dict[str, Any], conversation_space: Any = None, class_url: str | None = None) -> tuple[str, str]:
     """Which Space a call talks to, and the name of the argument that chose it.
 
     The order: an explicit `space=`; the Space a continued conversation belongs to; a
@@ -238,8 +269,7 @@ def parseable_url(value: Any, name: str) -> None:
         # A proxy URL may carry a password: it is never echoed.
         shown = name if name == "proxy" else f"{name}={_short(value)}"
         raise InvalidRequestError(
-            f"{shown} is not a valid URL ({reason}); write an IPv6 host in brackets, e.g. "
-            "'http://[::1]:7860'."
+            f"{shown} is not a valid URL ({reason}); write an IPv6 host in brackets, e.g. 'http://[::1]:7860'."
         ) from None
 
 
@@ -312,13 +342,11 @@ def _proxy(proxy: Any) -> str | None:
     if scheme in SOCKS_PROXY_SCHEMES:
         if importlib.util.find_spec("socksio") is None:
             raise InvalidRequestError(
-                f"proxy: a {scheme} proxy needs the socksio package; pip install 'httpx[socks]', "
-                "or use an http proxy."
+                f"proxy: a {scheme} proxy needs the socksio package; pip install 'httpx[socks]', or use an http proxy."
             )
     elif scheme not in HTTP_PROXY_SCHEMES:
         raise InvalidRequestError(
-            f"proxy has the scheme {scheme or 'none'}; use http://, https:// or socks5:// "
-            "(e.g. 'http://host:3128')."
+            f"proxy has the scheme {scheme or 'none'}; use http://, https:// or socks5:// (e.g. 'http://host:3128')."
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -359,18 +387,12 @@ def parse_options(
     if not isinstance(verify, bool):
         raise InvalidRequestError("verify must be True or False (TLS certificate checks).")
     opts = RequestOptions(
-        target=SpaceTarget(
-            url=url, token=token, proxy=_proxy(proxy), verify=verify, space_id=space_id_of(space)
-        ),
+        target=SpaceTarget(url=url, token=token, proxy=_proxy(proxy), verify=verify, space_id=space_id_of(space)),
         files=_files(kw.pop("files", None)),
         timeout=_seconds("timeout", kw.pop("timeout", None)),
-        first_token_timeout=_seconds(
-            "first_token_timeout", kw.pop("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT)
-        ),
+        first_token_timeout=_seconds("first_token_timeout", kw.pop("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT)),
         idle_timeout=_seconds("idle_timeout", kw.pop("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
-        connect_timeout=_required_seconds(
-            "connect_timeout", kw.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        ),
+        connect_timeout=_required_seconds("connect_timeout", kw.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         max_retries=_retries(kw.pop("max_retries", DEFAULT_MAX_RETRIES)),
         retry_backoff=_required_seconds(
             "retry_backoff", kw.pop("retry_backoff", DEFAULT_RETRY_BACKOFF), MAX_RETRY_BACKOFF
@@ -379,9 +401,7 @@ def parse_options(
     )
     unknown = sorted(k for k in kw if k not in IGNORED_KWARGS)
     if unknown:
-        raise InvalidRequestError(
-            f"Unknown option(s) {', '.join(unknown)}. Known: {', '.join(KNOWN_OPTIONS)}."
-        )
+        raise InvalidRequestError(f"Unknown option(s) {', '.join(unknown)}. Known: {', '.join(KNOWN_OPTIONS)}.")
     if opts.ignored:
         log.debug("the Space has no setting for %s; ignored", ", ".join(opts.ignored))
     return opts

@@ -40,8 +40,20 @@ MULTIMODAL_TYPES = INPUT_TYPES[:3]
 STREAMING_PROTOCOLS = ("sse_v1", "sse_v2", "sse_v2.1", "sse_v3")
 # Component types gradio_client leaves out of a job's processed outputs (`utils.SKIP_COMPONENTS`).
 LAYOUT_TYPES = frozenset(
-    {"state", "row", "column", "tabs", "tab", "tabitem", "box", "form", "accordion", "group",
-     "interpretation", "dataset"}
+    {
+        "state",
+        "row",
+        "column",
+        "tabs",
+        "tab",
+        "tabitem",
+        "box",
+        "form",
+        "accordion",
+        "group",
+        "interpretation",
+        "dataset",
+    }
 )
 
 
@@ -284,7 +296,8 @@ class Page:
         found.sort(key=lambda f: (f[0], f[1]))
         _, input_id, chain, (answer, chatbot_id) = found[0]
         loads = tuple(
-            step for step, dep in deps
+            step
+            for step, dep in deps
             if step is not None and step.outputs and any(e == "load" for _, e in _targets(dep))
         )
         listeners: dict[int, list[tuple[Step, ...]]] = {}

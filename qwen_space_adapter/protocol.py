@@ -50,8 +50,13 @@ class JobFollower:
     """Follows one submitted job and yields `Queued`, `Output` and `Completed` events."""
 
     def __init__(
-        self, url: str, diffs: bool, skipped: tuple[bool, ...], bases: list[list[Any]] | None = None,
-        accept: Callable[[list[Any]], bool] | None = None, own: set[str] | None = None,
+        self,
+        url: str,
+        diffs: bool,
+        skipped: tuple[bool, ...],
+        bases: list[list[Any]] | None = None,
+        accept: Callable[[list[Any]], bool] | None = None,
+        own: set[str] | None = None,
     ) -> None:
         self.url = url
         self.skipped = skipped  # per output: does gradio_client leave it out of a result
@@ -172,11 +177,8 @@ class JobFollower:
             )
         if msg.get("message") == "Server stopped unexpectedly.":
             self.finished = True
-            raise StreamInterruptedError(
-                f"The Space at {self.url} stopped while answering. Retry the request."
-            )
+            raise StreamInterruptedError(f"The Space at {self.url} stopped while answering. Retry the request.")
         return _IGNORED
-
 
     def _rebase(self, data: list[Any]) -> list[Any] | None:
         """The outputs after a first update that is a diff, or None if no base fits.
@@ -209,10 +211,10 @@ DIFF_ACTIONS = frozenset({"replace", "append", "add", "delete"})
 def is_diff(value: Any) -> bool:
     """Whether an output value is a list of Gradio diff operations rather than a value."""
     return (
-        isinstance(value, list) and bool(value)
+        isinstance(value, list)
+        and bool(value)
         and all(
-            isinstance(op, list) and len(op) == 3 and op[0] in DIFF_ACTIONS and isinstance(op[1], list)
-            for op in value
+            isinstance(op, list) and len(op) == 3 and op[0] in DIFF_ACTIONS and isinstance(op[1], list) for op in value
         )
     )
 

@@ -168,9 +168,7 @@ class Qwen_Qwen_2_5M:
 
     @classmethod
     @asynccontextmanager
-    async def stream(
-        cls, model: str, messages: Any, **kwargs: Any
-    ) -> AsyncIterator[AsyncGenerator[StreamItem, None]]:
+    async def stream(cls, model: str, messages: Any, **kwargs: Any) -> AsyncIterator[AsyncGenerator[StreamItem, None]]:
         """`create_async_generator` as an async context manager, closed at the block's end.
 
         Leaving the block, by `break`, an exception or cancellation, cancels the answer on the

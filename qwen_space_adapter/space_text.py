@@ -17,7 +17,6 @@ SUMMARY_MARKER = "\n<summary>"
 """Where the Space's generation details begin after the answer text."""
 
 
-
 def unquote(text: str) -> str:
     """Gradio 4 sends a `gr.Error` message as its `repr()`, quotes included: take them off."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":

@@ -45,9 +45,7 @@ def space_url(space: Any, name: str = "space") -> str:
         host = urllib.parse.urlsplit("//" + space).hostname or ""
         scheme = "http" if is_loopback(host) else "https"
         hint = f" A URL needs its scheme: {name}='{scheme}://{space.rstrip('/')}'."
-    raise InvalidRequestError(
-        f"{name}={space!r} is neither a Space id ('owner/name') nor an http(s) URL.{hint}"
-    )
+    raise InvalidRequestError(f"{name}={space!r} is neither a Space id ('owner/name') nor an http(s) URL.{hint}")
 
 
 def _looks_like_host(text: str) -> bool:
@@ -79,9 +77,7 @@ def _checked_url(url: str, name: str) -> str:
     except ValueError:
         raise InvalidRequestError(f"{name}={url!r} has an invalid port.") from None
     if not parts.hostname:
-        raise InvalidRequestError(
-            f"{name}={url!r}: the URL has no host; pass a URL such as 'http://127.0.0.1:7860'."
-        )
+        raise InvalidRequestError(f"{name}={url!r}: the URL has no host; pass a URL such as 'http://127.0.0.1:7860'.")
     return url.rstrip("/")
 
 

@@ -122,7 +122,10 @@ class Turn:
         args = page.args(step, self.values)
         sent = self.values.get(page.chatbot_id) if page.chatbot_id in step.inputs else None
         follower = protocol.JobFollower(
-            url, page.protocol != "sse_v1", skipped, session.unfinished_bases(url, session_hash),
+            url,
+            page.protocol != "sse_v1",
+            skipped,
+            session.unfinished_bases(url, session_hash),
             accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
             own=session.own_events(url, session_hash),
         )
@@ -130,9 +133,14 @@ class Turn:
             router.follower = follower
         try:
             job = bridge.submit(
-                client, follower, step.fn_index, page.wire_data(step, self.values), args,
+                client,
+                follower,
+                step.fn_index,
+                page.wire_data(step, self.values),
+                args,
                 page.event_fields(step, trigger_id),
-                queued=step.queued, tapped=router is not None,
+                queued=step.queued,
+                tapped=router is not None,
             )
         except Exception as exc:
             raise translate(exc, url) from None
@@ -265,8 +273,12 @@ async def _upload(turn: Turn, opts: RequestOptions) -> list[dict[str, Any]]:
             await retrying(
                 turn.clock,
                 partial(
-                    workers.in_daemon_thread, clients.upload, turn.client,
-                    attachment.name, attachment.data, attachment.mime_type,
+                    workers.in_daemon_thread,
+                    clients.upload,
+                    turn.client,
+                    attachment.name,
+                    attachment.data,
+                    attachment.mime_type,
                 ),
             )
         )
@@ -433,7 +445,11 @@ async def run_turn(
 
 
 async def _attempt(
-    turn: Turn, prompt: str, opts: RequestOptions, message_count: int, tracker: DeltaTracker,
+    turn: Turn,
+    prompt: str,
+    opts: RequestOptions,
+    message_count: int,
+    tracker: DeltaTracker,
 ) -> AsyncGenerator[Item | QueueStatus, None]:
     """One run of the chain on a client of its own, whose ending is started before returning."""
     conversation, info, clock = turn.conversation, turn.info, turn.clock

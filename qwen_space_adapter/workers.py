@@ -56,8 +56,7 @@ def spawn(fn: Callable[..., Any], *args: Any) -> None:
         starter = _starter
         # After a fork the starter is gone (the child has only the forking thread).
         if starter is None or not starter.is_alive():
-            starter = _starter = threading.Thread(target=_start_workers, name=f"{WORKER_NAME} starter",
-                                                  daemon=True)
+            starter = _starter = threading.Thread(target=_start_workers, name=f"{WORKER_NAME} starter", daemon=True)
         else:
             return
     starter.start()  # once per process, before any worker exists
@@ -125,6 +124,7 @@ def run_bounded(fn: Callable[..., Any], timeout: float, *args: Any) -> bool:
 
 # --- between threads and the caller's task ---------------------------------------------------
 
+
 class Channel:
     """A thread-to-task queue: `put` from any thread, `drain` from one anyio task."""
 
@@ -135,9 +135,7 @@ class Channel:
         if sniffio.current_async_library() == "trio":
             import trio
 
-            self._soon: Callable[[Callable[[], Any]], Any] = (
-                trio.lowlevel.current_trio_token().run_sync_soon
-            )
+            self._soon: Callable[[Callable[[], Any]], Any] = trio.lowlevel.current_trio_token().run_sync_soon
         else:
             self._soon = asyncio.get_running_loop().call_soon_threadsafe
 

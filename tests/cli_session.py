@@ -44,28 +44,28 @@ class PtySession:
         """Add what the terminal shows next to `seen`; fail at the deadline or the CLI's end."""
         ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
-            raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n{self.seen[self.pos:]!r}")
+            raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n{self.seen[self.pos :]!r}")
         try:
             chunk = os.read(self.fd, 65536).decode(errors="replace")
         except OSError:  # the CLI exited: its side of the pty is closed
             chunk = ""
         if not chunk:
-            raise AssertionError(f"the CLI ended before showing {what}; it showed:\n{self.seen[self.pos:]!r}")
+            raise AssertionError(f"the CLI ended before showing {what}; it showed:\n{self.seen[self.pos :]!r}")
         self.seen += chunk
 
     def expect(self, needle: str, timeout: float = 30) -> str:
         """Everything shown since the last match, up to and including `needle`."""
         deadline = time.monotonic() + timeout
-        while needle not in self.seen[self.pos:]:
+        while needle not in self.seen[self.pos :]:
             self._read(deadline, repr(needle))
         end = self.seen.index(needle, self.pos) + len(needle)
-        shown, self.pos = self.seen[self.pos:end], end
+        shown, self.pos = self.seen[self.pos : end], end
         return shown
 
     def expect_re(self, pattern: str, timeout: float = 30) -> re.Match[str]:
         """The first match of `pattern` in what was shown since the last match, waiting for one."""
         deadline = time.monotonic() + timeout
-        while not (found := re.search(pattern, self.seen[self.pos:])):
+        while not (found := re.search(pattern, self.seen[self.pos :])):
             self._read(deadline, f"/{pattern}/")
         self.pos += found.end()
         return found
@@ -117,7 +117,9 @@ class JsonSession:
         self.stderr_file = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [*CLI, "chat", "--json", *args],
-            stdout=subprocess.PIPE, stderr=self.stderr_file, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_file,
+            stdin=subprocess.DEVNULL,
         )
         self.events: list[dict[str, Any]] = []
         self._buf = b""

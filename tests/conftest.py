@@ -28,7 +28,8 @@ def no_thread_leak():
     idle_cache = (*CACHED_THREADS, workers.WORKER_NAME)  # the adapter's idle workers are a cache
     while True:
         extra = [
-            t for t in threading.enumerate()
+            t
+            for t in threading.enumerate()
             if t.ident not in before and t.is_alive() and not t.name.startswith(idle_cache)
         ]
         if (not extra and not workers.busy()) or time.monotonic() > deadline:

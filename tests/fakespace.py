@@ -38,8 +38,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.seen.append({"path": path, "method": self.command, "body": body,
-                                 "headers": {k.lower(): v for k, v in self.headers.items()}})
+        self.server.seen.append(
+            {
+                "path": path,
+                "method": self.command,
+                "body": body,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }
+        )
         route = self.server.routes.get(path)
         if route is None:
             self.json({"detail": "Not Found"}, 404)
@@ -117,4 +123,3 @@ def fake_space(host: str = "127.0.0.1") -> Iterator[FakeSpace]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-

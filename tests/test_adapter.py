@@ -108,13 +108,20 @@ async def test_history_and_system_reach_a_new_conversation_as_context(qwen_repli
 
 
 async def test_conversations_never_share_a_session(qwen_replica):
-    a = (await collect(messages=[{"role": "user", "content": "I am Alice."}],
-                       space=qwen_replica.url, return_conversation=True))[0]
-    b = (await collect(messages=[{"role": "user", "content": "I am Bob."}],
-                       space=qwen_replica.url, return_conversation=True))[0]
+    a = (
+        await collect(
+            messages=[{"role": "user", "content": "I am Alice."}], space=qwen_replica.url, return_conversation=True
+        )
+    )[0]
+    b = (
+        await collect(
+            messages=[{"role": "user", "content": "I am Bob."}], space=qwen_replica.url, return_conversation=True
+        )
+    )[0]
     assert a.session_hash != b.session_hash
-    text_b = text_of(await collect(messages=[{"role": "user", "content": "Who?"}],
-                                   space=qwen_replica.url, conversation=b))
+    text_b = text_of(
+        await collect(messages=[{"role": "user", "content": "Who?"}], space=qwen_replica.url, conversation=b)
+    )
     assert "I am Bob." in text_b and "Alice" not in text_b
 
 
@@ -122,10 +129,12 @@ async def test_twenty_conversations_at_once(qwen_replica):
     results: dict[int, tuple[str, str]] = {}
 
     async def converse(i: int) -> None:
-        first = await collect(messages=[{"role": "user", "content": f"I am user {i}."}],
-                              space=qwen_replica.url, return_conversation=True)
-        second = await collect(messages=[{"role": "user", "content": f"Who is {i}?"}],
-                               space=qwen_replica.url, conversation=first[0])
+        first = await collect(
+            messages=[{"role": "user", "content": f"I am user {i}."}], space=qwen_replica.url, return_conversation=True
+        )
+        second = await collect(
+            messages=[{"role": "user", "content": f"Who is {i}?"}], space=qwen_replica.url, conversation=first[0]
+        )
         results[i] = (text_of(first), text_of(second))
 
     async with anyio.create_task_group() as tg:
@@ -141,8 +150,11 @@ async def test_twenty_conversations_at_once(qwen_replica):
 async def test_attachment_reaches_the_model(qwen_replica, tmp_path):
     doc = tmp_path / "long.txt"
     doc.write_text(("The grass is green. " * 5000) + "The pass key is 71432. " + ("The sky is blue. " * 5000))
-    text = text_of(await collect(messages=[{"role": "user", "content": "What is the pass key?"}],
-                                 space=qwen_replica.url, files=[str(doc)]))
+    text = text_of(
+        await collect(
+            messages=[{"role": "user", "content": "What is the pass key?"}], space=qwen_replica.url, files=[str(doc)]
+        )
+    )
     assert 'I read "long.txt"' in text and "The pass key is 71432." in text
     record = [r for r in qwen_replica.stats()["requests"] if r["user_text"] == "What is the pass key?"][-1]
     assert record["files"] == ["long.txt"], "only the file the caller named was uploaded"
@@ -155,8 +167,9 @@ async def test_a_4mb_haystack_one_million_tokens_of_context(qwen_replica, tmp_pa
     half = filler * (2_000_000 // len(filler))
     doc.write_text(half + "The pass key is 71432. Remember it. " + half)
     assert doc.stat().st_size > 3_900_000
-    items = await collect(messages=[{"role": "user", "content": "What is the pass key?"}],
-                          space=qwen_replica.url, files=[str(doc)])
+    items = await collect(
+        messages=[{"role": "user", "content": "What is the pass key?"}], space=qwen_replica.url, files=[str(doc)]
+    )
     assert "The pass key is 71432." in text_of(items)
     assert any(isinstance(i, Reasoning) for i in items), "a long context shows the thinking phase"
 
@@ -164,11 +177,16 @@ async def test_a_4mb_haystack_one_million_tokens_of_context(qwen_replica, tmp_pa
 async def test_files_in_history_do_not_break_the_next_turn(qwen_replica, tmp_path):
     doc = tmp_path / "note.txt"
     doc.write_text("The pass key is 555.")
-    first = await collect(messages=[{"role": "user", "content": "Read this."}], space=qwen_replica.url,
-                          files=[doc], return_conversation=True)
+    first = await collect(
+        messages=[{"role": "user", "content": "Read this."}],
+        space=qwen_replica.url,
+        files=[doc],
+        return_conversation=True,
+    )
     assert "The pass key is 555." in text_of(first)
-    second = await collect(messages=[{"role": "user", "content": "And now?"}], space=qwen_replica.url,
-                           conversation=first[0])
+    second = await collect(
+        messages=[{"role": "user", "content": "And now?"}], space=qwen_replica.url, conversation=first[0]
+    )
     assert "This is turn 2" in text_of(second)
 
 
@@ -190,8 +208,7 @@ async def test_cold_start_fetches_config_once(qwen_replica, mocker):
     get = mocker.spy(httpx, "get")
     async with anyio.create_task_group() as tg:
         for i in range(3):
-            tg.start_soon(lambda i=i: collect(messages=[{"role": "user", "content": f"c{i}"}],
-                                              space=qwen_replica.url))
+            tg.start_soon(lambda i=i: collect(messages=[{"role": "user", "content": f"c{i}"}], space=qwen_replica.url))
     configs = [c for c in get.call_args_list if str(c.args[0]).endswith("/config")]
     assert len(configs) == 1
 
@@ -199,7 +216,8 @@ async def test_cold_start_fetches_config_once(qwen_replica, mocker):
 async def test_breaking_out_stops_generation_on_the_replica(qwen_replica):
     before = qwen_replica.stats()
     stream = Qwen_Qwen_2_5M.create_async_generator(
-        "qwen-2.5-1m", [{"role": "user", "content": "long please [[tokens=2000]] [[delay=0.01]]"}],
+        "qwen-2.5-1m",
+        [{"role": "user", "content": "long please [[tokens=2000]] [[delay=0.01]]"}],
         space=qwen_replica.url,
     )
     async for item in stream:

@@ -40,8 +40,15 @@ def files(tmp_path):
     huge = tmp_path / "huge.txt"
     with open(huge, "wb") as fh:
         fh.truncate(MAX_FILE_BYTES + 1)
-    return {"text": text, "binary": binary, "latin": latin, "empty": empty, "huge": huge,
-            "dir": tmp_path, "missing": tmp_path / "nope.txt"}
+    return {
+        "text": text,
+        "binary": binary,
+        "latin": latin,
+        "empty": empty,
+        "huge": huge,
+        "dir": tmp_path,
+        "missing": tmp_path / "nope.txt",
+    }
 
 
 def bad_calls(f):
@@ -55,15 +62,31 @@ def bad_calls(f):
         ("missing role", {"messages": [{"content": "x"}]}, InvalidRequestError, "role None"),
         ("missing content", {"messages": [{"role": "user"}]}, InvalidRequestError, "no 'content'"),
         ("content a number", {"messages": [{"role": "user", "content": 5}]}, InvalidRequestError, "content"),
-        ("content part an image", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-         InvalidRequestError, "content[0]"),
-        ("no user message", {"messages": [{"role": "system", "content": "be nice"}]}, InvalidRequestError,
-         "last message"),
-        ("last message from assistant", {"messages": [*OK, {"role": "assistant", "content": "hey"}]},
-         InvalidRequestError, "messages[1]"),
+        (
+            "content part an image",
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            InvalidRequestError,
+            "content[0]",
+        ),
+        (
+            "no user message",
+            {"messages": [{"role": "system", "content": "be nice"}]},
+            InvalidRequestError,
+            "last message",
+        ),
+        (
+            "last message from assistant",
+            {"messages": [*OK, {"role": "assistant", "content": "hey"}]},
+            InvalidRequestError,
+            "messages[1]",
+        ),
         ("empty user message", {"messages": [{"role": "user", "content": "  "}]}, InvalidRequestError, "empty"),
-        ("huge prompt", {"messages": [{"role": "user", "content": "x" * (MAX_PROMPT_CHARS + 1)}]},
-         InvalidRequestError, "4,000,000"),
+        (
+            "huge prompt",
+            {"messages": [{"role": "user", "content": "x" * (MAX_PROMPT_CHARS + 1)}]},
+            InvalidRequestError,
+            "4,000,000",
+        ),
         ("unknown model", {"model": "gpt-4"}, ModelNotSupportedError, "qwen-2.5-1m"),
         ("missing attachment", {"files": [f["missing"]]}, InvalidRequestError, "does not exist"),
         ("directory attachment", {"files": [f["dir"]]}, InvalidRequestError, "directory"),
@@ -75,8 +98,7 @@ def bad_calls(f):
         ("files not a list", {"files": 42}, InvalidRequestError, "list of file paths"),
         ("negative timeout", {"timeout": -1}, InvalidRequestError, "timeout"),
         ("zero idle timeout", {"idle_timeout": 0}, InvalidRequestError, "idle_timeout"),
-        ("infinite first-token timeout", {"first_token_timeout": float("inf")}, InvalidRequestError,
-         "at most 86400"),
+        ("infinite first-token timeout", {"first_token_timeout": float("inf")}, InvalidRequestError, "at most 86400"),
         ("NaN timeout", {"timeout": float("nan")}, InvalidRequestError, "positive"),
         ("astronomic idle timeout", {"idle_timeout": 10**400}, InvalidRequestError, "at most 86400"),
         ("timeout over a day", {"timeout": 86401}, InvalidRequestError, "timeout must be at most"),
@@ -91,35 +113,65 @@ def bad_calls(f):
         ("space 0", {"space": 0}, InvalidRequestError, "space must be"),
         ("space False", {"space": False}, InvalidRequestError, "space must be"),
         ("space URL without a host", {"space": "http://"}, InvalidRequestError, "the URL has no host"),
-        ("space without a scheme", {"space": "127.0.0.1:8765"}, InvalidRequestError,
-         "space='http://127.0.0.1:8765'"),
+        ("space without a scheme", {"space": "127.0.0.1:8765"}, InvalidRequestError, "space='http://127.0.0.1:8765'"),
         ("space with another scheme", {"space": "ftp://example.org"}, InvalidRequestError, "http(s) URL"),
         ("bad proxy", {"proxy": "localhost"}, InvalidRequestError, "proxy"),
         ("proxy without a host", {"proxy": "a://"}, InvalidRequestError, "proxy has the scheme a"),
         ("proxy of another scheme", {"proxy": "ftp://proxy:21"}, InvalidRequestError, "proxy has the scheme"),
         ("http proxy without a host", {"proxy": "http://"}, InvalidRequestError, "proxy has no host"),
-        ("lone surrogate", {"messages": [{"role": "user", "content": "ab\ud800cd"}]}, InvalidRequestError,
-         "messages[0].content has a lone surrogate (U+D800) at character 2"),
-        ("lone surrogate in a part", {"messages": [{"role": "user", "content": ["ok", {"text": "x\udfff"}]}]},
-         InvalidRequestError, "messages[0].content[1].text has a lone surrogate"),
+        (
+            "lone surrogate",
+            {"messages": [{"role": "user", "content": "ab\ud800cd"}]},
+            InvalidRequestError,
+            "messages[0].content has a lone surrogate (U+D800) at character 2",
+        ),
+        (
+            "lone surrogate in a part",
+            {"messages": [{"role": "user", "content": ["ok", {"text": "x\udfff"}]}]},
+            InvalidRequestError,
+            "messages[0].content[1].text has a lone surrogate",
+        ),
         ("token with a newline inside", {"hf_token": "hf_abc\ndef"}, InvalidRequestError, "whitespace inside"),
         ("token not ASCII", {"hf_token": "hf_abc\u00e9"}, InvalidRequestError, "cannot be sent in an HTTP header"),
-        ("token with a control character", {"hf_token": "hf_abc\x07"}, InvalidRequestError,
-         "cannot be sent in an HTTP header"),
-        ("token in clear text to another host", {"hf_token": "hf_abc", "space": "http://example.org"},
-         InvalidRequestError, "clear text over http to example.org"),
+        (
+            "token with a control character",
+            {"hf_token": "hf_abc\x07"},
+            InvalidRequestError,
+            "cannot be sent in an HTTP header",
+        ),
+        (
+            "token in clear text to another host",
+            {"hf_token": "hf_abc", "space": "http://example.org"},
+            InvalidRequestError,
+            "clear text over http to example.org",
+        ),
         ("verify not a bool", {"verify": "no"}, InvalidRequestError, "verify"),
         ("misspelled option", {"timout": 5}, InvalidRequestError, "timout"),
         ("conversation of the wrong type", {"conversation": 42}, InvalidRequestError, "JsonConversation"),
-        ("conversation without a session", {"conversation": JsonConversation(chatbot=[])}, InvalidRequestError,
-         "session_hash"),
-        ("conversation with a bad session", {"conversation": {"session_hash": "../../etc"}},
-         InvalidRequestError, "session_hash"),
-        ("conversation with a bad chatbot", {"conversation": {"session_hash": "abcdef123456", "chatbot": "x"}},
-         InvalidRequestError, "chatbot"),
-        ("conversation from another Space", {"conversation": {"session_hash": "abcdef123456",
-                                                              "space": "https://other.hf.space"}},
-         InvalidRequestError, "belongs to"),
+        (
+            "conversation without a session",
+            {"conversation": JsonConversation(chatbot=[])},
+            InvalidRequestError,
+            "session_hash",
+        ),
+        (
+            "conversation with a bad session",
+            {"conversation": {"session_hash": "../../etc"}},
+            InvalidRequestError,
+            "session_hash",
+        ),
+        (
+            "conversation with a bad chatbot",
+            {"conversation": {"session_hash": "abcdef123456", "chatbot": "x"}},
+            InvalidRequestError,
+            "chatbot",
+        ),
+        (
+            "conversation from another Space",
+            {"conversation": {"session_hash": "abcdef123456", "space": "https://other.hf.space"}},
+            InvalidRequestError,
+            "belongs to",
+        ),
         ("empty hf_token", {"hf_token": ""}, InvalidRequestError, "hf_token"),
     ]
 
@@ -258,20 +310,34 @@ def issue19_bad_calls():
         ("model a number", {"model": 3}, "model must be a model name"),
         ("conversation values a list", {"conversation": {**CONV, "values": ["x"]}}, "conversation.values"),
         ("conversation values a string", {"conversation": {**CONV, "values": "x"}}, "conversation.values"),
-        ("conversation chatbot of strings", {"conversation": {**CONV, "chatbot": ["hi", "there"]}},
-         "conversation.chatbot[0]"),
-        ("conversation chatbot of triples", {"conversation": {**CONV, "chatbot": [["a", "b", "c"]]}},
-         "not a [user, bot] pair"),
-        ("conversation chatbot mixing pairs and messages",
-         {"conversation": {**CONV, "chatbot": [["a", "b"], {"role": "user", "content": "c"}]}},
-         "conversation.chatbot[1]"),
-        ("conversation chatbot messages without a role",
-         {"conversation": {**CONV, "chatbot": [{"content": "c"}]}}, "without a role"),
+        (
+            "conversation chatbot of strings",
+            {"conversation": {**CONV, "chatbot": ["hi", "there"]}},
+            "conversation.chatbot[0]",
+        ),
+        (
+            "conversation chatbot of triples",
+            {"conversation": {**CONV, "chatbot": [["a", "b", "c"]]}},
+            "not a [user, bot] pair",
+        ),
+        (
+            "conversation chatbot mixing pairs and messages",
+            {"conversation": {**CONV, "chatbot": [["a", "b"], {"role": "user", "content": "c"}]}},
+            "conversation.chatbot[1]",
+        ),
+        (
+            "conversation chatbot messages without a role",
+            {"conversation": {**CONV, "chatbot": [{"content": "c"}]}},
+            "without a role",
+        ),
         ("conversation app_id a list", {"conversation": {**CONV, "app_id": [1]}}, "conversation.app_id"),
         ("conversation app_id a bool", {"conversation": {**CONV, "app_id": True}}, "conversation.app_id"),
         ("conversation model a list", {"conversation": {**CONV, "model": ["x"]}}, "conversation.model"),
-        ("conversation space an unparseable URL", {"conversation": {**CONV, "space": "http://[::1"}},
-         "conversation.space"),
+        (
+            "conversation space an unparseable URL",
+            {"conversation": {**CONV, "space": "http://[::1"}},
+            "conversation.space",
+        ),
         ("conversation with a dunder key", {"conversation": {**CONV, "__class__": "x"}}, "'__class__'"),
         ("conversation with a private key", {"conversation": {**CONV, "_secret": 1}}, "'_secret'"),
         ("conversation replacing a method", {"conversation": {**CONV, "get_dict": 1}}, "'get_dict'"),
@@ -305,10 +371,18 @@ def test_from_dict_refuses_keys_that_are_not_data(key):
 def test_good_conversations_still_pass():
     from qwen_space_adapter.conversation import check_conversation
 
-    pairs = {**CONV, "chatbot": [[{"text": "q"}, [{"text": "a"}, None]], [None, "b"]], "values": {"3": 1},
-             "app_id": 123, "model": "qwen-2.5-1m"}
-    messages = {**CONV, "chatbot": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-                "app_id": "abc"}
+    pairs = {
+        **CONV,
+        "chatbot": [[{"text": "q"}, [{"text": "a"}, None]], [None, "b"]],
+        "values": {"3": 1},
+        "app_id": 123,
+        "model": "qwen-2.5-1m",
+    }
+    messages = {
+        **CONV,
+        "chatbot": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "app_id": "abc",
+    }
     for data in (pairs, messages):
         conv = check_conversation(data)
         assert conv is not None and conv.chatbot == data["chatbot"]

@@ -31,9 +31,11 @@ from tests.browser.scenario import DOCUMENT_NAME, DOCUMENT_TEXT, turns
 
 # What the page itself cannot do in the scenario, named once: the judge compares the turns the
 # page played, and the turns it could not are the adapter's alone (an accepted difference).
-G6_STUCK = ("after a failed answer the Gradio 6 page keeps its input disabled and the Stop button shown: "
-            "a person cannot ask the next turn (Gradio 6's frontend runs only `.failure` steps after an "
-            "error, and ChatInterface re-enables its input in a `.then` step)")
+G6_STUCK = (
+    "after a failed answer the Gradio 6 page keeps its input disabled and the Stop button shown: "
+    "a person cannot ask the next turn (Gradio 6's frontend runs only `.failure` steps after an "
+    "error, and ChatInterface re-enables its input in a `.then` step)"
+)
 
 CASES = [
     Case("hand", {"ui": "hand"}),
@@ -57,8 +59,12 @@ def _available(case: Case) -> str | None:
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
-def equivalence(request: pytest.FixtureRequest, chromium: Any, qwen_shared_replica: Any,  # noqa: F811
-                tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Result]:
+def equivalence(
+    request: pytest.FixtureRequest,
+    chromium: Any,  # noqa: F811
+    qwen_shared_replica: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Case, Result]:
     """Both clients' recordings of one flavor, played once and read by every test below."""
     case: Case = request.param
     reason = _available(case)
@@ -79,11 +85,14 @@ def test_the_browser_played_the_session(equivalence: tuple[Case, Result], reques
     answered. A driver that never submitted (or waited on the wrong thing) fails here, not silently."""
     case, result = equivalence
     if case.page_limits:
-        request.applymarker(pytest.mark.xfail(strict=False, reason="the page cannot play the scenario: "
-                                              + "; ".join(case.page_limits)))
+        request.applymarker(
+            pytest.mark.xfail(strict=False, reason="the page cannot play the scenario: " + "; ".join(case.page_limits))
+        )
     if result.retried:
-        warnings.warn(f"{case.id}: the page's script crashed and the browser's run was played again: "
-                      f"{result.retried}", stacklevel=1)
+        warnings.warn(
+            f"{case.id}: the page's script crashed and the browser's run was played again: {result.retried}",
+            stacklevel=1,
+        )
     unfinished = [o.unfinished for o in result.browser_outcomes if o.unfinished]
     assert not unfinished, unfinished[0]
     scenario = turns(case.mention)
@@ -111,41 +120,87 @@ def test_the_adapter_runs_the_page_as_its_browser_does(equivalence: tuple[Case, 
         assert len(adapter) < len(result.adapter), "the page played every turn: drop its page_limits"
     differences, the_diff = summary(browser, adapter), diff(browser, adapter)
     assert not differences and not the_diff, (
-        "the adapter's wire differs from the page's browser; by kind:\n  " + "\n  ".join(kinds(differences))
-        + "\n\nevery difference:\n  " + "\n  ".join(differences)
-        + "\n\nnormalised recordings, browser vs adapter:\n" + the_diff
+        "the adapter's wire differs from the page's browser; by kind:\n  "
+        + "\n  ".join(kinds(differences))
+        + "\n\nevery difference:\n  "
+        + "\n  ".join(differences)
+        + "\n\nnormalised recordings, browser vs adapter:\n"
+        + the_diff
     )
 
 
-def _exchange(turn: str | None, method: str, path: str, body: Any = None, response: Any = None,
-              sse: list[Any] | None = None, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    return {"turn": turn, "method": method, "path": path, "query": query or {}, "json": body, "parts": None,
-            "status": 200, "response_json": response, "sse": sse or []}
+def _exchange(
+    turn: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    response: Any = None,
+    sse: list[Any] | None = None,
+    query: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "turn": turn,
+        "method": method,
+        "path": path,
+        "query": query or {},
+        "json": body,
+        "parts": None,
+        "status": 200,
+        "response_json": response,
+        "sse": sse or [],
+    }
 
 
 def _client(session: str, port: int, upload: str, *, trigger: bool = True, page: bool = True) -> list[dict[str, Any]]:
     """A small synthetic recording of one turn with an upload, as either client could make it."""
     ids = {"trigger_id": 5, "event_data": None} if trigger else {}
     file = {"path": upload, "url": f"http://127.0.0.1:{port}/file={upload}", "orig_name": "minutes.txt"}
-    xs = [_exchange(None, "GET", "/"), _exchange(None, "GET", f"/heartbeat/{session}")] if page else [
-        _exchange(None, "GET", "/config"), _exchange("t", "GET", "/app_id")]
+    xs = (
+        [_exchange(None, "GET", "/"), _exchange(None, "GET", f"/heartbeat/{session}")]
+        if page
+        else [_exchange(None, "GET", "/config"), _exchange("t", "GET", "/app_id")]
+    )
     xs += [
-        {**_exchange("t", "POST", "/upload", response=[upload]),
-         "parts": [{"name": "files", "filename": "minutes.txt", "content_type": "text/plain", "bytes": "4217"}]},
-        _exchange("t", "POST", "/run/predict", {"fn_index": 0, "data": [{"files": [file], "text": "hi"}, [], ["x"]],
-                                                "session_hash": session, **ids},
-                  {"data": [None, [["hi", None]], None], "duration": port / 1000}),
-        _exchange("t", "POST", "/queue/join", {"fn_index": 1, "data": [[["hi", None]], None],
-                                               "session_hash": session, **ids}, {"event_id": f"e{port}"}),
-        _exchange("t", "GET", "/queue/data", query={"session_hash": [session]}, sse=[
-            {"msg": "process_completed", "event_id": f"e{port}", "success": True,
-             "output": {"data": [[["hi", f"file {upload}"]], None], "duration": port}}]),
+        {
+            **_exchange("t", "POST", "/upload", response=[upload]),
+            "parts": [{"name": "files", "filename": "minutes.txt", "content_type": "text/plain", "bytes": "4217"}],
+        },
+        _exchange(
+            "t",
+            "POST",
+            "/run/predict",
+            {"fn_index": 0, "data": [{"files": [file], "text": "hi"}, [], ["x"]], "session_hash": session, **ids},
+            {"data": [None, [["hi", None]], None], "duration": port / 1000},
+        ),
+        _exchange(
+            "t",
+            "POST",
+            "/queue/join",
+            {"fn_index": 1, "data": [[["hi", None]], None], "session_hash": session, **ids},
+            {"event_id": f"e{port}"},
+        ),
+        _exchange(
+            "t",
+            "GET",
+            "/queue/data",
+            query={"session_hash": [session]},
+            sse=[
+                {
+                    "msg": "process_completed",
+                    "event_id": f"e{port}",
+                    "success": True,
+                    "output": {"data": [[["hi", f"file {upload}"]], None], "duration": port},
+                }
+            ],
+        ),
     ]
     return xs
 
 
-CONFIG = {"components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}, {"id": 3, "type": "state"}],
-          "dependencies": [{"inputs": [1, 2, 3], "outputs": [1, 2, 3]}, {"inputs": [2, 3], "outputs": [2, 3]}]}
+CONFIG = {
+    "components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}, {"id": 3, "type": "state"}],
+    "dependencies": [{"inputs": [1, 2, 3], "outputs": [1, 2, 3]}, {"inputs": [2, 3], "outputs": [2, 3]}],
+}
 
 
 def test_the_comparison_normalises_only_what_two_clients_legitimately_differ_in() -> None:
@@ -160,11 +215,13 @@ def test_the_comparison_normalises_only_what_two_clients_legitimately_differ_in(
 
     bare = norm.steps(_client("bbbb2222", 40002, "/tmp/x/minutes.txt", trigger=False, page=False))
     found = summary(browser, bare)
-    assert any("trigger_id: browser 5 != adapter \"<absent>\"" in f for f in found), found
-    assert "- \"trigger_id\": 5" in diff(browser, bare)  # the readable diff shows it too
+    assert any('trigger_id: browser 5 != adapter "<absent>"' in f for f in found), found
+    assert '- "trigger_id": 5' in diff(browser, bare)  # the readable diff shows it too
 
     queued = _client("bbbb2222", 40002, "/tmp/x/minutes.txt", page=False)
     queued[3]["path"] = "/queue/join"  # the unqueued step sent to the queue
     found = summary(browser, norm.steps(queued))
-    assert any("browser ran [upload, run/predict fn 0, queue/join fn 1]; adapter ran [upload, queue/join fn 0" in f
-               for f in found), found
+    assert any(
+        "browser ran [upload, run/predict fn 0, queue/join fn 1]; adapter ran [upload, queue/join fn 0" in f
+        for f in found
+    ), found

@@ -23,8 +23,16 @@ def test_one_shot_prints_just_the_answer(qwen_replica):
 def test_prompt_from_stdin_with_system_and_file(qwen_replica, tmp_path):
     doc = tmp_path / "keys.txt"
     doc.write_text("The pass key is 4242.")
-    r = run("chat", "--space", qwen_replica.url, "--system", "Be brief.", "--file", str(doc),
-            stdin="What is the pass key?\n")
+    r = run(
+        "chat",
+        "--space",
+        qwen_replica.url,
+        "--system",
+        "Be brief.",
+        "--file",
+        str(doc),
+        stdin="What is the pass key?\n",
+    )
     assert r.returncode == 0, r.stderr
     assert 'You said: "What is the pass key?"' in r.stdout
     assert 'system prompt: "Be brief."' in r.stdout and "The pass key is 4242." in r.stdout

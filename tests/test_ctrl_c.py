@@ -72,8 +72,8 @@ def test_ctrl_c_during_add_text_never_reaches_predict(qwen_replica_factory):
     replica = qwen_replica_factory(app=GATED_APP)
     with JsonSession("--space", replica.url, f"gated {LONG}") as cli:
         cli.wait_for("conversation")
-        assert httpx.get(f"{replica.url}/gate/entered", params={"timeout": 30}, timeout=40).json()["entered"], (
-            cli.fail("add_text never reached the gate")
+        assert httpx.get(f"{replica.url}/gate/entered", params={"timeout": 30}, timeout=40).json()["entered"], cli.fail(
+            "add_text never reached the gate"
         )
         cli.sigint()
         httpx.post(f"{replica.url}/gate/release", timeout=10)  # add_text may now finish on the Space

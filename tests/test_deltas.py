@@ -34,8 +34,15 @@ def test_text_equal_to_the_placeholder_after_real_text_is_text():
 
 
 def test_summary_block_split_across_updates_never_leaks():
-    items = run(["The answer", "The answer\n", "The answer\n<sum", "The answer\n<summary>meta",
-                 "The answer\n<summary>meta</summary>"])
+    items = run(
+        [
+            "The answer",
+            "The answer\n",
+            "The answer\n<sum",
+            "The answer\n<summary>meta",
+            "The answer\n<summary>meta</summary>",
+        ]
+    )
     assert text(items) == "The answer"
     assert items[-1] == Summary(text="<summary>meta</summary>")
     assert not any(isinstance(i, TextRewritten) for i in items)
@@ -196,8 +203,23 @@ def test_whitespace_before_the_placeholder_does_not_make_it_text():
 
 def random_snapshot(rng: random.Random, previous: str) -> str | None:
     """A next snapshot: mostly growth, sometimes a shrink, a rewrite, a clear or a marker."""
-    pieces = ["a", "b", " ", "\n", "\n\n", "<", ">", "<summary>", "\n<summary>", "<details>",
-              "<details open>", "</summary>", "\n<sum", "mary>", "x"]
+    pieces = [
+        "a",
+        "b",
+        " ",
+        "\n",
+        "\n\n",
+        "<",
+        ">",
+        "<summary>",
+        "\n<summary>",
+        "<details>",
+        "<details open>",
+        "</summary>",
+        "\n<sum",
+        "mary>",
+        "x",
+    ]
     roll = rng.random()
     if roll < 0.05:
         return None
@@ -246,18 +268,28 @@ def test_growing_snapshots_never_need_a_rewrite(seed):
     for _ in range(1500):
         snaps, previous = [], ""
         for _ in range(rng.randint(1, 12)):
-            previous = previous + "".join(rng.choice(["a", " ", "\n", "<details>", "\n<summary>", "\n<sum", "b>"])
-                                          for _ in range(rng.randint(0, 3)))
+            previous = previous + "".join(
+                rng.choice(["a", " ", "\n", "<details>", "\n<summary>", "\n<sum", "b>"])
+                for _ in range(rng.randint(0, 3))
+            )
             snaps.append(previous)
         items = run(snaps)
         assert not any(isinstance(i, TextRewritten) for i in items), snaps
         summary = [i.text for i in items if isinstance(i, Summary)]
         assert text(items) + ("\n" + summary[0] if summary else "") == snaps[-1], snaps
+
+
 # --- Gradio 6 messages: content is a list of typed parts -------------------------------------
 
-FILE = {"path": "/tmp/gradio/ab/doc.txt", "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/ab/doc.txt",
-        "size": None, "orig_name": "doc.txt", "mime_type": "text/plain", "is_stream": False,
-        "meta": {"_type": "gradio.FileData"}}
+FILE = {
+    "path": "/tmp/gradio/ab/doc.txt",
+    "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/gradio/ab/doc.txt",
+    "size": None,
+    "orig_name": "doc.txt",
+    "mime_type": "text/plain",
+    "is_stream": False,
+    "meta": {"_type": "gradio.FileData"},
+}
 
 
 def g6(role: str, *parts: object) -> dict:
@@ -280,18 +312,28 @@ def file_part() -> dict:
         # Blocks with gr.MultimodalTextbox: files are user messages of their own
         ([g6("user", file_part()), g6("user", "hi"), g6("assistant", "Hi")], "Hi"),
         # a bot message mixing text and file parts: the file is not text
-        ([g6("user", "q"), g6("assistant", "One"), g6("assistant", "Two", file_part(), "Three")],
-         "One\n\nTwo\n\nThree"),
+        (
+            [g6("user", "q"), g6("assistant", "One"), g6("assistant", "Two", file_part(), "Three")],
+            "One\n\nTwo\n\nThree",
+        ),
         ([g6("user", "q"), g6("assistant", file_part())], None),
         ([g6("user", "old"), g6("assistant", "Old"), g6("user", "new"), g6("assistant", "New")], "New"),
         # other typed parts (components, images) are not text either
         ([g6("user", "q"), g6("assistant", {"type": "component", "component": "image", "value": None}, "ok")], "ok"),
         # Gradio 5 messages: string content, and a file or a component as the whole content
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "a"),
-        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": {"path": "/x.png", "alt_text": None}},
-          {"role": "assistant", "content": "caption"}], "caption"),
-        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": {"component": "image", "value": {}}}],
-         None),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": {"path": "/x.png", "alt_text": None}},
+                {"role": "assistant", "content": "caption"},
+            ],
+            "caption",
+        ),
+        (
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"component": "image", "value": {}}}],
+            None,
+        ),
     ],
 )
 def test_answer_text_reads_gradio_messages_of_every_generation(chatbot, expected):
@@ -332,8 +374,11 @@ def test_a_gradio_6_stream_joins_to_its_final_answer_without_rewrites():
 
 def test_file_parts_sent_back_carry_their_meta_tag():
     bare = {k: v for k, v in FILE.items() if k != "meta"}
-    chatbot = [g6("user", {"type": "file", "file": dict(bare), "alt_text": None}, "hi"), g6("assistant", "Hello"),
-               {"role": "user", "content": {"file": dict(bare), "alt_text": None}}]  # Gradio 5's file message
+    chatbot = [
+        g6("user", {"type": "file", "file": dict(bare), "alt_text": None}, "hi"),
+        g6("assistant", "Hello"),
+        {"role": "user", "content": {"file": dict(bare), "alt_text": None}},
+    ]  # Gradio 5's file message
     before = repr(chatbot)
     sent = with_file_meta(chatbot)
     assert sent[0]["content"][0]["file"] == FILE and sent[2]["content"]["file"] == FILE

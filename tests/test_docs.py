@@ -56,7 +56,7 @@ def blocks() -> list[tuple[str, str, str, str]]:
             lang = m["lang"].lower()
             if lang not in CHECKED_LANGS:
                 continue
-            body = "\n".join(line[len(m["indent"]):] for line in m["body"].splitlines())
+            body = "\n".join(line[len(m["indent"]) :] for line in m["body"].splitlines())
             first = body.lstrip().splitlines()[0] if body.strip() else ""
             marker = MARKER.match(first)
             where = f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}"
@@ -113,8 +113,13 @@ def _mkdocs() -> None:
 
 def _build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
-                          capture_output=True, text=True, timeout=240, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
 
 
 def test_the_site_builds_strict(tmp_path):
@@ -189,8 +194,14 @@ def test_python_examples_run_against_the_replica(qwen_replica, tmp_path):
     (tmp_path / "runner.py").write_text(RUNNER)
     work = tmp_path / "work"
     work.mkdir()
-    r = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "examples.json")],
-                       cwd=work, capture_output=True, text=True, timeout=400, env=_env(qwen_replica, tmp_path))
+    r = subprocess.run(
+        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "examples.json")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=_env(qwen_replica, tmp_path),
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     assert r.stdout.count("=== ok ") == len(examples), r.stdout[-3000:]
 
@@ -202,7 +213,13 @@ def _offline(code: str, url: str) -> str:
 
 @pytest.mark.parametrize(("where", "code"), runnable("bash"), ids=[w for w, _ in runnable("bash")])
 def test_shell_examples_run_against_the_replica(qwen_replica, tmp_path, where, code):
-    r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", _offline(code, qwen_replica.url)],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env(qwen_replica, tmp_path),
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", _offline(code, qwen_replica.url)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(qwen_replica, tmp_path),
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, f"{where}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"

@@ -164,8 +164,10 @@ def test_sync_client(qwen_replica):
     # README says; passed back as it is, it continues the Space's session.
     conversation = result.conversation
     assert type(conversation) is dict and conversation["space"] == qwen_replica.url
-    messages += [{"role": "assistant", "content": result.choices[0].message.content},
-                 {"role": "user", "content": "Who spoke first?"}]
+    messages += [
+        {"role": "assistant", "content": result.choices[0].message.content},
+        {"role": "user", "content": "Who spoke first?"},
+    ]
     again = client.chat.completions.create(
         model="qwen-2.5-1m", messages=messages, space=qwen_replica.url, conversation=conversation
     )

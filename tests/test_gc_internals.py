@@ -90,9 +90,23 @@ async def test_a_new_client_makes_no_request(qwen_replica, mocker):
 
 # gradio_client internals the adapter uses; only `_gc_internals.py` may name them (as attributes).
 INTERNALS = {
-    "_info", "executor", "helper_executor", "stream_executor", "src_prefixed", "sse_url", "upload_url",
-    "pending_messages_per_event", "communicator", "cancel_fn", "stream_messages", "send_data",
-    "_get_config", "_get_api_info", "_telemetry_thread", "process_input_files", "_client",
+    "_info",
+    "executor",
+    "helper_executor",
+    "stream_executor",
+    "src_prefixed",
+    "sse_url",
+    "upload_url",
+    "pending_messages_per_event",
+    "communicator",
+    "cancel_fn",
+    "stream_messages",
+    "send_data",
+    "_get_config",
+    "_get_api_info",
+    "_telemetry_thread",
+    "process_input_files",
+    "_client",
 }
 
 

@@ -45,7 +45,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "replica_transcript.json"
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qwen_space_adapter", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -55,6 +57,7 @@ def _status(url: str, name: str, **kwargs: Any) -> tuple[str, str]:
 
 
 # --- the suite passes, and reports ---------------------------------------------------------
+
 
 def test_check_replica_passes_every_check_and_writes_reports(tmp_path: Path) -> None:
     out_json, out_xml = tmp_path / "report.json", tmp_path / "report.xml"
@@ -120,6 +123,7 @@ def test_percentiles() -> None:
 
 
 # --- every check catches what it claims to catch -------------------------------------------
+
 
 class _Config(BaseHTTPRequestHandler):
     """A 'Space' whose API changed: a Gradio app without the add_text -> predict pair."""
@@ -203,23 +207,21 @@ BROKEN: dict[str, Any] = {
     "events": lambda mp: mp.setattr(
         turn, "DeltaTracker", lambda: DeltaTracker(placeholder="(none)", marker="\n<nothing>")
     ),
-    "context": lambda mp: mp.setattr(
-        turn.clients, "open_client", _forgetful_open_client(turn.clients.open_client)
-    ),
+    "context": lambda mp: mp.setattr(turn.clients, "open_client", _forgetful_open_client(turn.clients.open_client)),
     "system": lambda mp: mp.setattr(
-        provider, "build_prompt",
+        provider,
+        "build_prompt",
         lambda msgs, new_from=0, real=provider.build_prompt: real(
             [m for m in msgs if m.role != "system"], new_from=new_from
         ),
     ),
     "attachment": lambda mp: mp.setattr(
-        provider, "parse_options",
+        provider,
+        "parse_options",
         lambda *a, real=provider.parse_options, **k: dataclasses.replace(real(*a, **k), files=()),
     ),
     "cancel": lambda mp: mp.setattr(ending, "end_client", _no_cancel),
-    "bad-input": lambda mp: mp.setattr(
-        provider, "validate_messages", _lenient_validate(provider.validate_messages)
-    ),
+    "bad-input": lambda mp: mp.setattr(provider, "validate_messages", _lenient_validate(provider.validate_messages)),
 }
 
 
@@ -266,6 +268,7 @@ def test_stream_and_timing_checks_fail_when_the_space_stops_streaming(
 
 
 # --- record and replay ---------------------------------------------------------------------
+
 
 def test_shipped_fixture_is_a_valid_replayable_transcript() -> None:
     player = replay.load(str(FIXTURE))
@@ -341,9 +344,7 @@ async def _adapter_turns(url: str, prompts: list[str]) -> list[list[Any]]:
     return turns
 
 
-def test_replay_of_a_recording_reproduces_it(
-    qwen_replica: Any, qwen_replica_factory: Any, tmp_path: Path
-) -> None:
+def test_replay_of_a_recording_reproduces_it(qwen_replica: Any, qwen_replica_factory: Any, tmp_path: Path) -> None:
     original = record_transcript(qwen_replica.url)
     prompts = [t["prompt"] for t in original["turns"]]
     assert len(prompts) == 3 and "PLUM" in original["turns"][1]["updates"][-1]["text"]
@@ -396,12 +397,26 @@ def test_replica_refuses_a_bad_transcript_at_start(tmp_path: Path) -> None:
 
 # --- the pytest plugin runs the checks, and skips quickly when the target is away ----------
 
+
 def _pytest(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "qwen_space_adapter.harness", "-q", "-rs",
-         "-p", "no:cacheprovider", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "qwen_space_adapter.harness",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
     return proc, time.monotonic() - start
 

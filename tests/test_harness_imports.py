@@ -50,8 +50,7 @@ def test_the_list_covers_the_load_package_and_the_reports() -> None:
 
 @pytest.mark.parametrize("module", harness_modules())
 def test_imports_without_gradio_client(module: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

@@ -39,8 +39,7 @@ print("ended", flush=True)
 @pytest.mark.parametrize("how", ["asyncio.run", "bare loop", "trio"])
 def test_a_stream_left_open_at_the_loops_end_ends_quietly(qwen_shared_replica, how):
     replica = qwen_shared_replica()
-    done = subprocess.run([sys.executable, "-c", SCRIPT, replica.url, how], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, replica.url, how], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "ended\n", done.stderr
     assert "Traceback" not in done.stderr and "no running event loop" not in done.stderr, done.stderr
     assert replica.wait_idle(15)["active"] == 0, "the answer still runs on the Space"

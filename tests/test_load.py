@@ -81,10 +81,12 @@ def test_concurrency_limit_shows_as_queue_wait_growing_with_users(qwen_replica_f
     # The Space's queue said so: someone was behind someone else, and the harness kept it.
     assert any((r.max_position or 0) >= 1 for r in four.records)
     assert sum(r.queue_events for r in four.records) > sum(r.queue_events for r in one.records)
+
     # Each request's wait ends when the Space starts it: the order in which the harness saw the
     # waits end (submission + queue wait) is the order in which the replica began the answers.
     def tag(text: str) -> str:
         return next(t for t in texts if t in text)
+
     seen = [texts[r.index % 4] for r in sorted(four.records, key=lambda r: r.submitted + (r.queue_wait or 0))]
     assert seen == [tag(r["user_text"]) for r in runs], (seen, runs)
     # With one user nobody waits behind anybody: the Space never reported a position past the head.
@@ -162,10 +164,31 @@ def test_sweep_writes_png_and_json_that_match(qwen_replica_url: str, tmp_path: P
     jsonl = write_jsonl(tmp_path / "p.jsonl", ["[[tokens=6]]", "[[tokens=12]]"])
     out = {k: tmp_path / f"r.{k}" for k in ("json", "csv", "png")}
     proc = subprocess.run(
-        [sys.executable, "-m", "qwen_space_adapter", "load", qwen_replica_url, "--sweep", "1,3",
-         "--requests", "3", "--prompts", str(jsonl), "--quiet",
-         "--json", str(out["json"]), "--csv", str(out["csv"]), "--png", str(out["png"])],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=cli_env(),
+        [
+            sys.executable,
+            "-m",
+            "qwen_space_adapter",
+            "load",
+            qwen_replica_url,
+            "--sweep",
+            "1,3",
+            "--requests",
+            "3",
+            "--prompts",
+            str(jsonl),
+            "--quiet",
+            "--json",
+            str(out["json"]),
+            "--csv",
+            str(out["csv"]),
+            "--png",
+            str(out["png"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=cli_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out["json"].read_text())
@@ -191,9 +214,25 @@ def test_ctrl_c_stops_cleanly_and_writes_the_partial_report(qwen_replica_url: st
     # User 0 gets short answers (they complete), user 1 a 30 s one (in flight at Ctrl-C).
     jsonl = write_jsonl(tmp_path / "p.jsonl", ["[[tokens=3]]", "[[tokens=3000]] [[delay=0.01]]"])
     report_path, csv_path = tmp_path / "partial.json", tmp_path / "partial.csv"
-    args = [sys.executable, "-m", "qwen_space_adapter", "load", qwen_replica_url, "--users", "2",
-            "--duration", "120", "--prompts", str(jsonl), "--progress", "0.1",
-            "--json", str(report_path), "--csv", str(csv_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "qwen_space_adapter",
+        "load",
+        qwen_replica_url,
+        "--users",
+        "2",
+        "--duration",
+        "120",
+        "--prompts",
+        str(jsonl),
+        "--progress",
+        "0.1",
+        "--json",
+        str(report_path),
+        "--csv",
+        str(csv_path),
+    ]
     seen: list[str] = []
     with started(args, cwd=ROOT, env=cli_env()) as proc:
         assert proc.stderr is not None
@@ -292,7 +331,11 @@ def test_courtesy_refuses_heavy_load_on_a_shared_space(mocker: Any) -> None:
 def test_cli_refuses_before_sending(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "qwen_space_adapter", "load", "https://someone-somespace.hf.space", "--users", "3"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=cli_env(),
     )
     assert proc.returncode == 2 and "--i-own-this-space" in proc.stderr, proc.stderr
     assert "will send" not in proc.stderr and not proc.stdout
@@ -375,15 +418,27 @@ def test_the_plan_lists_every_file_with_its_path(prompt_set: dict[str, Path]) ->
     assert f"{(folder / 'sub' / 'deep.txt').resolve()} (13 bytes)" in plan
     assert f"{prompt_set['secret'].resolve()} (15 bytes)" in plan  # the symlink's real target, not its name
     assert "Files it will upload: none." in load_mod.describe_plan(
-        LoadConfig("https://someone-somespace.hf.space", Shape(users=1), prompts("hi")))
+        LoadConfig("https://someone-somespace.hf.space", Shape(users=1), prompts("hi"))
+    )
 
 
 def test_cli_refuses_a_prompt_set_that_reaches_outside(prompt_set: dict[str, Path]) -> None:
     path = _jsonl(prompt_set["folder"], ["../secret.txt"])
     proc = subprocess.run(
-        [sys.executable, "-m", "qwen_space_adapter", "load", "https://someone-somespace.hf.space",
-         "--prompts", str(path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=cli_env(),
+        [
+            sys.executable,
+            "-m",
+            "qwen_space_adapter",
+            "load",
+            "https://someone-somespace.hf.space",
+            "--prompts",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=cli_env(),
     )
     assert proc.returncode == 2 and "--allow-files-outside-prompts-dir" in proc.stderr, proc.stderr
     assert "will send" not in proc.stderr and not proc.stdout

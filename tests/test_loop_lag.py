@@ -74,10 +74,10 @@ async def test_a_warm_turn_builds_its_client_without_copies_endpoints_or_threads
 
 def test_the_reader_gets_whole_messages_whatever_the_chunks():
     """`_Messages` regroups a stream cut anywhere (even inside a message's end) into whole ones."""
-    messages = [b"data: {\"a\": %d}\n\n" % i for i in range(50)] + [b"data: {\"big\": \"" + b"x" * 5000 + b"\"}\n\n"]
+    messages = [b'data: {"a": %d}\n\n' % i for i in range(50)] + [b'data: {"big": "' + b"x" * 5000 + b'"}\n\n']
     wire = b"".join(messages)
     for size in (1, 2, 3, 7, 64, 4096):
-        chunks = [wire[i:i + size] for i in range(0, len(wire), size)]
+        chunks = [wire[i : i + size] for i in range(0, len(wire), size)]
         out = list(gci._Messages(chunks, None, None))  # type: ignore[arg-type]
         assert b"".join(out) == wire
         assert all(piece.endswith(b"\n\n") for piece in out)
@@ -93,8 +93,9 @@ def _huge_update(handler: Handler) -> None:
     handler.close_connection = True
     try:
         handler.wfile.write(b'data: {"msg": "process_starts", "event_id": "e1"}\n\n')
-        handler.wfile.write(b'data: {"msg": "process_generating", "event_id": "e1", "success": true, '
-                            b'"output": {"data": [[["hi", "')
+        handler.wfile.write(
+            b'data: {"msg": "process_generating", "event_id": "e1", "success": true, "output": {"data": [[["hi", "'
+        )
         piece = b"x" * 65536
         for _ in range(LIMIT // len(piece) + 64):
             handler.wfile.write(piece)

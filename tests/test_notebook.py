@@ -92,8 +92,7 @@ def child_pids(pid: int) -> list[int]:
 def replica_log(client: Any) -> str:
     """The tail of the replica's log, read in the kernel: a Space error's cause is only there."""
     probe = nbformat.v4.new_code_cell(
-        "if globals().get('replica') is not None and replica.process is not None:\n"
-        "    print(replica.log_tail(25))"
+        "if globals().get('replica') is not None and replica.process is not None:\n    print(replica.log_tail(25))"
     )
     client.nb.cells.append(probe)
     try:

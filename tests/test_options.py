@@ -102,8 +102,14 @@ def test_every_timeout_has_a_maximum(name):
 def test_retries_and_backoff_have_maxima():
     assert parse_options(None, {"space": URL, "max_retries": MAX_RETRIES}).max_retries == MAX_RETRIES
     assert parse_options(None, {"space": URL, "retry_backoff": 60}).retry_backoff == 60.0
-    for kwargs in ({"max_retries": MAX_RETRIES + 1}, {"max_retries": 10**400}, {"max_retries": 1.5},
-                   {"retry_backoff": 61}, {"retry_backoff": None}, {"retry_backoff": 0}):
+    for kwargs in (
+        {"max_retries": MAX_RETRIES + 1},
+        {"max_retries": 10**400},
+        {"max_retries": 1.5},
+        {"retry_backoff": 61},
+        {"retry_backoff": None},
+        {"retry_backoff": 0},
+    ):
         with pytest.raises(InvalidRequestError, match=next(iter(kwargs))):
             parse_options(None, {"space": URL, **kwargs})
 

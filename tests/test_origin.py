@@ -66,8 +66,13 @@ def test_every_url_the_adapter_derives_is_checked():
     assert gci.check_same_origin(src, "http://127.0.0.1:7860/gradio_api/upload")
     assert gci.check_same_origin(src, "ws://127.0.0.1:7860/queue/join")
     assert gci.check_same_origin("https://me-dup.hf.space/", "https://me-dup.hf.space:443/x")
-    for elsewhere in ("http://127.0.0.2:7860/x", "https://127.0.0.1:7860/x", "http://127.0.0.1:7861/x",
-                      "http://localhost:7860/x", "http://127.0.0.1:7860@127.0.0.2/x"):
+    for elsewhere in (
+        "http://127.0.0.2:7860/x",
+        "https://127.0.0.1:7860/x",
+        "http://127.0.0.1:7861/x",
+        "http://localhost:7860/x",
+        "http://127.0.0.1:7860@127.0.0.2/x",
+    ):
         with pytest.raises(APIChangedError):
             gci.check_same_origin(src, elsewhere)
 

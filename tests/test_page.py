@@ -86,8 +86,14 @@ def test_a_gradio_6_blocks_chat_runs_its_chain_with_the_chatbot_as_history():
     assert add.outputs == (page.chatbot_id, page.input_id) and enable.outputs == (page.input_id,)
     values = page.initial_values()
     values[page.input_id] = page.user_value("hi", [])
-    page.apply(add, values, [[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-                             {"__type__": "update", "value": None, "interactive": False}])
+    page.apply(
+        add,
+        values,
+        [
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            {"__type__": "update", "value": None, "interactive": False},
+        ],
+    )
     assert values[page.input_id] is None and page.args(bot, values) == [values[page.chatbot_id]]
 
 
@@ -99,7 +105,10 @@ def test_inputs_the_adapter_does_not_fill_get_what_the_page_sends():
     add_text = page.chain[0]
     # input, audio (empty, as a page without a recording sends it), chatbot; the state is left out
     assert page.types(add_text.inputs) == (
-        "modelscopelegacymultimodalinput", "audio", "modelscopelegacychatbot", "state"
+        "modelscopelegacymultimodalinput",
+        "audio",
+        "modelscopelegacychatbot",
+        "state",
     )
     assert page.args(add_text, values) == [{"text": "hi", "files": []}, None, []]
 
@@ -156,16 +165,34 @@ def test_an_old_protocol_is_refused():
 def _gradio_chat(chatbot_type: str = "tuples", generator: bool = True) -> dict:
     """A plain Gradio chat: textbox submit -> user step (unqueued) -> bot step (streams)."""
     return {
-        "version": "5.0.0", "protocol": "sse_v3", "app_id": 7,
+        "version": "5.0.0",
+        "protocol": "sse_v3",
+        "app_id": 7,
         "components": [
             {"id": 1, "type": "chatbot", "props": {"value": [], "type": chatbot_type}},
             {"id": 2, "type": "textbox", "props": {"value": ""}},
         ],
         "dependencies": [
-            {"id": 0, "targets": [[2, "submit"]], "inputs": [2, 1], "outputs": [2, 1], "backend_fn": True,
-             "queue": False, "types": {"generator": False}, "trigger_after": None},
-            {"id": 1, "targets": [[None, "then"]], "inputs": [1], "outputs": [1], "backend_fn": True,
-             "queue": True, "types": {"generator": generator}, "trigger_after": 0},
+            {
+                "id": 0,
+                "targets": [[2, "submit"]],
+                "inputs": [2, 1],
+                "outputs": [2, 1],
+                "backend_fn": True,
+                "queue": False,
+                "types": {"generator": False},
+                "trigger_after": None,
+            },
+            {
+                "id": 1,
+                "targets": [[None, "then"]],
+                "inputs": [1],
+                "outputs": [1],
+                "backend_fn": True,
+                "queue": True,
+                "types": {"generator": generator},
+                "trigger_after": 0,
+            },
         ],
     }
 
@@ -181,10 +208,20 @@ def test_gradios_own_chatbot_and_textbox():
 def test_load_events_that_set_values_are_found():
     cfg = _gradio_chat()
     cfg["components"].append({"id": 3, "type": "dropdown", "props": {"value": None}})
-    cfg["dependencies"].append({"id": 2, "targets": [[0, "load"]], "inputs": [], "outputs": [3],
-                                "backend_fn": True, "queue": False, "types": {"generator": False}})
-    cfg["dependencies"].append({"id": 3, "targets": [[0, "load"]], "inputs": [], "outputs": [],
-                                "backend_fn": False})  # `demo.load(None)`: nothing to run
+    cfg["dependencies"].append(
+        {
+            "id": 2,
+            "targets": [[0, "load"]],
+            "inputs": [],
+            "outputs": [3],
+            "backend_fn": True,
+            "queue": False,
+            "types": {"generator": False},
+        }
+    )
+    cfg["dependencies"].append(
+        {"id": 3, "targets": [[0, "load"]], "inputs": [], "outputs": [], "backend_fn": False}
+    )  # `demo.load(None)`: nothing to run
     page = Page.from_config(cfg)
     assert [s.fn_index for s in page.load_steps] == [2]
     values = page.initial_values()
@@ -195,8 +232,9 @@ def test_load_events_that_set_values_are_found():
 def test_a_js_only_step_in_the_chain_is_passed_through():
     cfg = _gradio_chat()
     cfg["dependencies"][1]["trigger_after"] = 5
-    cfg["dependencies"].append({"id": 5, "targets": [[None, "then"]], "inputs": [], "outputs": [],
-                                "backend_fn": False, "trigger_after": 0})
+    cfg["dependencies"].append(
+        {"id": 5, "targets": [[None, "then"]], "inputs": [], "outputs": [], "backend_fn": False, "trigger_after": 0}
+    )
     assert [s.fn_index for s in Page.from_config(cfg).chain] == [0, 1]
 
 
@@ -206,6 +244,7 @@ def test_processed_results_go_back_to_wire_order():
 
 
 # --- the answer's text ------------------------------------------------------------------------
+
 
 def _msg(text):
     return {"id": None, "text": text, "flushing": None, "avatar": "", "files": []}
@@ -220,13 +259,21 @@ def _msg(text):
         ([[_msg("hi"), [_msg("Hello"), None]]], "Hello"),  # two agents, the first answers
         ([[_msg("hi"), [None, "From Helper"]]], "From Helper"),  # the second answers
         ([[_msg("hi"), [None, None]]], None),  # slots made, nothing said yet
-        ([[_msg("old"), ["Old answer", None]], [_msg("new"), ["Tool call", None]], [None, [None, "Answer"]]],
-         "Tool call\n\nAnswer"),  # an answer in two parts, this turn only
+        (
+            [[_msg("old"), ["Old answer", None]], [_msg("new"), ["Tool call", None]], [None, [None, "Answer"]]],
+            "Tool call\n\nAnswer",
+        ),  # an answer in two parts, this turn only
         ([["hi", "Hello"]], "Hello"),  # Gradio tuples
         ([["hi", "Hello"], ["again", "Second"]], "Second"),  # tuples: this turn's pair only
         ([["hi", "Hello"], ["again", None]], None),  # tuples: this turn not answered yet
-        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a1"},
-          {"role": "assistant", "content": "a2"}], "a1\n\na2"),  # Gradio messages
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "assistant", "content": "a2"},
+            ],
+            "a1\n\na2",
+        ),  # Gradio messages
     ],
 )
 def test_answer_text_reads_this_turns_bot_side(chatbot, expected):
@@ -234,7 +281,8 @@ def test_answer_text_reads_this_turns_bot_side(chatbot, expected):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]], ["hi", "Hello"]],  # last: a bare pair
+    "bad",
+    [{"not": "a list"}, [["only one"]], [[_msg("hi"), [42]]], ["hi", "Hello"]],  # last: a bare pair
 )
 def test_answer_text_refuses_unknown_shapes(bad):
     with pytest.raises(APIChangedError):
@@ -271,8 +319,11 @@ def test_which_chained_steps_run_follows_the_gradio_generations_frontend():
     """Gradio 4/5 run `.then` steps after a failure (not `.success` ones) and everything after a
     success or a cancel; Gradio 6 runs only `.failure` steps after a failure, `.then` and
     `.failure` after a cancel, `.success` and `.then` after a success."""
-    then, success, failure = (Step(9, (), (), parent=1), Step(8, (), (), only_on_success=True, parent=1),
-                              Step(7, (), (), only_on_failure=True, parent=1))
+    then, success, failure = (
+        Step(9, (), (), parent=1),
+        Step(8, (), (), only_on_success=True, parent=1),
+        Step(7, (), (), only_on_failure=True, parent=1),
+    )
     for version, expected in {
         "4.44.0": {OK: (True, True, True), FAILED: (True, False, True), CANCELLED: (True, True, True)},
         "6.31.0": {OK: (True, True, False), FAILED: (False, False, True), CANCELLED: (True, False, True)},
@@ -306,5 +357,6 @@ def test_the_walk_decides_each_step_once_the_steps_before_it_ended():
     assert after_failure[: after_failure.index(answer) + 1] == everything[: everything.index(answer) + 1]
     later = after_failure[after_failure.index(answer) + 1 :]
     assert set(later) < set(everything[everything.index(answer) + 1 :]), "a failure skips its .success steps"
-    assert all(not page.runs(s, {answer: FAILED}) or s.fn_index in later
-               for s in page.after_answer if s.parent == answer)
+    assert all(
+        not page.runs(s, {answer: FAILED}) or s.fn_index in later for s in page.after_answer if s.parent == answer
+    )

@@ -24,7 +24,10 @@ def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
     (project / "test_space.py").write_text(readme_example())
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args],
-        cwd=project, capture_output=True, text=True, timeout=180,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

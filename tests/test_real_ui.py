@@ -44,8 +44,9 @@ def anyio_backend() -> str:
     return "asyncio"  # the trio runs of the same paths are in test_turns.py
 
 
-async def ask(space: str, messages: list[dict[str, str]], conversation: JsonConversation | None = None,
-              **kw: Any) -> tuple[str, list[Any], JsonConversation]:
+async def ask(
+    space: str, messages: list[dict[str, str]], conversation: JsonConversation | None = None, **kw: Any
+) -> tuple[str, list[Any], JsonConversation]:
     stream = Qwen_Qwen_2_5M.create_async_generator(
         "", messages, space=space, return_conversation=True, conversation=conversation, **kw
     )
@@ -88,8 +89,11 @@ async def test_an_attachment_is_read_by_the_space(space, tmp_path: Path):
     text, _, conv = await ask(space, [{"role": "user", "content": "What is the pass key?"}], files=[doc])
     assert 'I read "notes.txt"' in text and "The pass key is 90125." in text
     # A follow-up needs no new upload: the Space's history holds the file.
-    follow = [{"role": "user", "content": "What is the pass key?"}, {"role": "assistant", "content": text},
-              {"role": "user", "content": "And again?"}]
+    follow = [
+        {"role": "user", "content": "What is the pass key?"},
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": "And again?"},
+    ]
     text2, _, _ = await ask(space, follow, conversation=conv)
     assert "This is turn 2" in text2
 
@@ -134,8 +138,11 @@ async def test_conversations_in_parallel_stay_apart(space):
 
     async def one(i: int) -> None:
         text, _, conv = await ask(space, [{"role": "user", "content": f"I am number {i}"}])
-        msgs = [{"role": "user", "content": f"I am number {i}"}, {"role": "assistant", "content": text},
-                {"role": "user", "content": "Who am I?"}]
+        msgs = [
+            {"role": "user", "content": f"I am number {i}"},
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "Who am I?"},
+        ]
         results[i], _, _ = await ask(space, msgs, conversation=conv)
 
     async with anyio.create_task_group() as tg:

@@ -37,9 +37,7 @@ APPS = Path(__file__).parent / "apps"
 
 
 def stream(url: str, text: str, **kw):
-    return Qwen_Qwen_2_5M.create_async_generator(
-        "qwen-2.5-1m", [{"role": "user", "content": text}], space=url, **kw
-    )
+    return Qwen_Qwen_2_5M.create_async_generator("qwen-2.5-1m", [{"role": "user", "content": text}], space=url, **kw)
 
 
 async def drain(url: str, text: str, **kw) -> str:

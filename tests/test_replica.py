@@ -51,8 +51,7 @@ def test_config_is_the_spaces_stack(hand):
     deps = config["dependencies"]
     kinds = {c["id"]: c["type"] for c in config["components"]}
     assert [kinds[i] for i in deps[0]["outputs"]] == ["modelscopechatbot", "state"]
-    assert [kinds[i] for i in deps[1]["inputs"]] == [
-        "modelscopemultimodalinput", "modelscopechatbot", "state"]
+    assert [kinds[i] for i in deps[1]["inputs"]] == ["modelscopemultimodalinput", "modelscopechatbot", "state"]
     assert deps[1]["outputs"] == deps[1]["inputs"]
     assert [kinds[i] for i in deps[2]["inputs"]] == ["modelscopechatbot", "state", "number"]
     assert [kinds[i] for i in deps[2]["outputs"]] == ["modelscopechatbot"]
@@ -165,8 +164,13 @@ def test_no_replica_outlives_the_test_session(tmp_path):
         "    shared = qwen_shared_replica(token_delay=0.01)\n"
         f"    open({str(pids)!r}, 'w').write(f'{{qwen_replica.pid}} {{other.pid}} {{shared.pid}}')\n"
     )
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):

@@ -49,8 +49,9 @@ def blocks(qwen_shared_replica: Any) -> Any:
     return qwen_shared_replica(ui="gradio6", app=str(APPS / "gradio6_blocks.py"), extra_args=["--mode", "parts"])
 
 
-async def ask(space: str, messages: list[dict[str, str]], conversation: JsonConversation | None = None,
-              **kw: Any) -> tuple[str, list[Any], JsonConversation]:
+async def ask(
+    space: str, messages: list[dict[str, str]], conversation: JsonConversation | None = None, **kw: Any
+) -> tuple[str, list[Any], JsonConversation]:
     stream = Qwen_Qwen_2_5M.create_async_generator(
         "", messages, space=space, return_conversation=True, conversation=conversation, **kw
     )
@@ -103,8 +104,9 @@ async def test_the_model_reads_the_history_the_client_sends_back(g6):
     msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "Second question"}]
     text2, _, conv = await ask(g6.url, msgs, conversation=conv)
     # The history is the chatbot the adapter sent back after turn 1: a lost one reads "first turn".
-    assert text2.startswith('You said: "Second question". This is turn 2 of our conversation; '
-                            'your first message was: "')
+    assert text2.startswith(
+        'You said: "Second question". This is turn 2 of our conversation; your first message was: "'
+    )
     assert last_request(g6, "Second question")["history_turns"] == 1
     restored = JsonConversation.from_dict(conv.get_dict())
     msgs += [{"role": "assistant", "content": text2}, {"role": "user", "content": "Third"}]
@@ -171,8 +173,10 @@ async def test_a_gradio_6_blocks_chat_with_files_is_driven(blocks, tmp_path: Pat
     msgs = [{"role": "user", "content": "hello"}]
     text, events, conv = await ask(blocks.url, msgs, files=[doc])
     # The bot's second message holds text, a file, text: the file part is not answer text.
-    assert text == ('Blocks heard: "hello" after 0 earlier user message(s). doc.txt begins: The pass key is 4242. '
-                    "\n\nSecond part.\n\nAfter the file.")
+    assert text == (
+        'Blocks heard: "hello" after 0 earlier user message(s). doc.txt begins: The pass key is 4242. '
+        "\n\nSecond part.\n\nAfter the file."
+    )
     assert text == answer_text(conv.chatbot) and not any(isinstance(e, TextRewritten) for e in events)
     # The history lives in the chatbot alone; sent back with its file parts (the user's and the bot's).
     msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "again"}]

@@ -81,9 +81,13 @@ def test_cli_says_what_is_wrong_in_one_line(tmp_path: Path, busy_port: int) -> N
     ]
     (tmp_path / "bad.json").write_text("{not json")
     for args, message in cases:
-        r = subprocess.run([sys.executable, "-m", "qwen_space_adapter", "replica", *args],
-                           capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, TMPDIR=str(tmp_path)))
+        r = subprocess.run(
+            [sys.executable, "-m", "qwen_space_adapter", "replica", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, TMPDIR=str(tmp_path)),
+        )
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("qwen-space: error: "), (args, r.stderr)
@@ -103,11 +107,15 @@ def _stand_in(tmp: Path, body: str) -> str:
 def test_gradio_stdout_chatter_is_not_taken_for_the_url(own_tmp: Path) -> None:
     # Gradio 4 prints this on stdout at its 25th, 50th, 150th... launch, whatever `quiet` says:
     # the launcher took it for its URL line and killed a healthy replica (issue 14).
-    app = _stand_in(own_tmp, (
-        "print('Thanks for being a Gradio user! If you have questions or feedback, please join', flush=True)\n"
-        "print('qwen-replica-ready http://127.0.0.1:9', flush=True)\n"
-        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
-        "while True: time.sleep(60)\n"))
+    app = _stand_in(
+        own_tmp,
+        (
+            "print('Thanks for being a Gradio user! If you have questions or feedback, please join', flush=True)\n"
+            "print('qwen-replica-ready http://127.0.0.1:9', flush=True)\n"
+            "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+            "while True: time.sleep(60)\n"
+        ),
+    )
     replica = Replica(app=app)
     try:
         assert replica.start(timeout=60) == "http://127.0.0.1:9"
@@ -119,10 +127,14 @@ def test_gradio_stdout_chatter_is_not_taken_for_the_url(own_tmp: Path) -> None:
 
 def test_a_start_that_dies_is_retried_and_its_cause_reported(own_tmp: Path) -> None:
     count = own_tmp / "attempts"
-    app = _stand_in(own_tmp, (
-        f"open({str(count)!r}, 'a').write('x')\n"
-        "print('Segmentation fault in a native module', file=sys.stderr)\n"
-        "sys.exit(3)\n"))
+    app = _stand_in(
+        own_tmp,
+        (
+            f"open({str(count)!r}, 'a').write('x')\n"
+            "print('Segmentation fault in a native module', file=sys.stderr)\n"
+            "sys.exit(3)\n"
+        ),
+    )
     replica = Replica(app=app)
     with pytest.raises(ReplicaError) as caught:
         replica.start(timeout=60)
@@ -135,10 +147,14 @@ def test_a_start_that_dies_is_retried_and_its_cause_reported(own_tmp: Path) -> N
 
 def test_the_apps_own_reason_is_the_error_and_not_retried(own_tmp: Path) -> None:
     count = own_tmp / "attempts"
-    app = _stand_in(own_tmp, (
-        f"open({str(count)!r}, 'a').write('x')\n"
-        "print('replica error: port 7860 on 127.0.0.1 is in use', file=sys.stderr, flush=True)\n"
-        "os._exit(2)\n"))
+    app = _stand_in(
+        own_tmp,
+        (
+            f"open({str(count)!r}, 'a').write('x')\n"
+            "print('replica error: port 7860 on 127.0.0.1 is in use', file=sys.stderr, flush=True)\n"
+            "os._exit(2)\n"
+        ),
+    )
     with pytest.raises(ReplicaError, match=r"^The hand replica did not start: port 7860 on 127.0.0.1 is in use$"):
         Replica(app=app).start(timeout=60)
     assert count.read_text() == "x"
@@ -154,8 +170,11 @@ def test_replay_past_its_last_turn_is_an_error_naming_transcript_and_turn(qwen_r
             added = client.submit({"text": "again", "files": []}, chatbot, fn_index=1).result()
             chatbot = client.submit(added[1], 0, fn_index=2).result()
         added = client.submit({"text": "one more", "files": []}, chatbot, fn_index=1).result()
-        with pytest.raises(Exception, match=rf"{TRANSCRIPT.name} records {turns} turn\(s\); this "
-                                            rf"conversation asked for turn {turns + 1}"):
+        with pytest.raises(
+            Exception,
+            match=rf"{TRANSCRIPT.name} records {turns} turn\(s\); this "
+            rf"conversation asked for turn {turns + 1}",
+        ):
             client.submit(added[1], 0, fn_index=2).result()
     finally:
         client.close()
@@ -204,10 +223,14 @@ def test_the_replica_dies_with_its_parent(sig: signal.Signals) -> None:
 
 
 def test_sigterm_chains_the_previous_handler() -> None:
-    code = PARENT.replace("replica = Replica", (
-        "import signal\n"
-        "signal.signal(signal.SIGTERM, lambda *_: (print('previous handler ran', flush=True), sys.exit(7)))\n"
-        "replica = Replica"))
+    code = PARENT.replace(
+        "replica = Replica",
+        (
+            "import signal\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (print('previous handler ran', flush=True), sys.exit(7)))\n"
+            "replica = Replica"
+        ),
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline().split()[0])
@@ -223,6 +246,7 @@ def test_sigterm_chains_the_previous_handler() -> None:
 
 # --- flavors and interpreters ---------------------------------------------------------------
 
+
 def test_flavor_names() -> None:
     assert flavor(None) is HAND and flavor("hand") is HAND
     assert flavor("qwen-agent").ui == "qwen-agent==0.0.11"
@@ -233,11 +257,13 @@ def test_flavor_names() -> None:
 
 
 def test_gui_pins_are_read_from_the_release_metadata() -> None:
-    metadata = ("Requires-Dist: openai\n"
-                "Requires-Dist: gradio (==4.44.0) ; extra == 'gui'\n"
-                "Requires-Dist: modelscope-studio (==0.5.0) ; extra == 'gui'\n"
-                "Requires-Dist: jieba ; extra == 'rag'\n"
-                'Requires-Dist: gradio==5.23.1; extra == "gui"\n')
+    metadata = (
+        "Requires-Dist: openai\n"
+        "Requires-Dist: gradio (==4.44.0) ; extra == 'gui'\n"
+        "Requires-Dist: modelscope-studio (==0.5.0) ; extra == 'gui'\n"
+        "Requires-Dist: jieba ; extra == 'rag'\n"
+        'Requires-Dist: gradio==5.23.1; extra == "gui"\n'
+    )
     pins = gui_requirements(metadata)
     assert pins == ["gradio==4.44.0", "modelscope-studio==0.5.0", "gradio==5.23.1"]
     assert gradio_generation(pins[:2]) == 4 and gradio_generation(pins[2:]) == 5

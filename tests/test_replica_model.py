@@ -16,19 +16,21 @@ REPLICA = Path(model.__file__).parent
 
 
 def _plan(text: str, history: list[tuple[str, str]] | None = None) -> model.Plan:
-    return model.plan(model.Request(history=history or [], user_text=text), token_delay=0.01,
-                      prefill_base=0.5)
+    return model.plan(model.Request(history=history or [], user_text=text), token_delay=0.01, prefill_base=0.5)
 
 
 def test_the_strings_are_defined_once_and_load_by_path() -> None:
     assert model.THINKING is space_text.THINKING and model.SUMMARY_MARKER is space_text.SUMMARY_MARKER
     # Inside the replica's environment model.py is a top-level module, loaded by path: it must
     # still find space_text.py, without the adapter's package or its dependencies.
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import model; "
-            "print(repr(model.THINKING), repr(model.SUMMARY_MARKER)); "
-            "print('qwen_space_adapter' in sys.modules)")
-    out = subprocess.run([sys.executable, "-I", "-c", code, str(REPLICA)], capture_output=True, text=True,
-                         cwd="/", check=True).stdout.splitlines()
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import model; "
+        "print(repr(model.THINKING), repr(model.SUMMARY_MARKER)); "
+        "print('qwen_space_adapter' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(REPLICA)], capture_output=True, text=True, cwd="/", check=True
+    ).stdout.splitlines()
     assert out == [f"{space_text.THINKING!r} {space_text.SUMMARY_MARKER!r}", "False"]
 
 
@@ -68,8 +70,12 @@ def test_request_from_a_real_ui_history(tmp_path: Path) -> None:
     doc.write_text("The pass key is 4242.")
     history = [
         {"role": "user", "content": [{"text": "first [[tool]]"}], "name": "user"},
-        {"role": "assistant", "content": "", "name": "tools",
-         "function_call": {"name": "read_history", "arguments": "{}"}},
+        {
+            "role": "assistant",
+            "content": "",
+            "name": "tools",
+            "function_call": {"name": "read_history", "arguments": "{}"},
+        },
         {"role": "function", "content": "0 earlier turn(s)", "name": "read_history"},
         {"role": "assistant", "content": "answer one", "name": "Qwen"},
         {"role": "user", "content": [{"text": "read this"}, {"file": str(doc)}]},
@@ -82,8 +88,10 @@ def test_request_from_a_real_ui_history(tmp_path: Path) -> None:
     follow_up = [*history, {"role": "assistant", "content": "read it"}, {"role": "user", "content": "and?"}]
     later = model.request_from_history(follow_up)
     assert later.files == [] and later.earlier_files == [("doc.txt", "The pass key is 4242.")]
-    assert ('I still have "doc.txt" from an earlier message (21 characters). The pass key is 4242.'
-            in model.compose_answer(later))
+    assert (
+        'I still have "doc.txt" from an earlier message (21 characters). The pass key is 4242.'
+        in model.compose_answer(later)
+    )
 
 
 def test_request_from_message_objects() -> None:
@@ -100,4 +108,5 @@ def test_request_from_message_objects() -> None:
 def test_space_text_has_no_imports() -> None:
     source = Path(space_text.__file__).read_text()
     assert [line for line in source.splitlines() if line.startswith(("import ", "from "))] == [
-        "from __future__ import annotations"]
+        "from __future__ import annotations"
+    ]

@@ -31,8 +31,11 @@ LAYOUTS = [
     pytest.param(("qwen-agent==0.0.34", 1, False), id="0.0.34-1agent"),
     pytest.param(("qwen-agent==0.0.34", 2, False), id="0.0.34-2agents"),
     # More releases on demand (each builds an environment once): QWEN_SPACE_REPLICA_RELEASES=0.0.14,0.0.20
-    *[pytest.param((f"qwen-agent=={r}", 2, True), id=f"{r}-2agents-mention")
-      for r in os.environ.get("QWEN_SPACE_REPLICA_RELEASES", "").split(",") if r.strip()],
+    *[
+        pytest.param((f"qwen-agent=={r}", 2, True), id=f"{r}-2agents-mention")
+        for r in os.environ.get("QWEN_SPACE_REPLICA_RELEASES", "").split(",")
+        if r.strip()
+    ],
 ]
 
 
@@ -68,8 +71,7 @@ class Page:
                 self.values[i] = v
 
     def _submit(self, index: int) -> Any:
-        return self.client.submit(*[self.values[i] for i in self._visible(self.deps[index]["inputs"])],
-                                  fn_index=index)
+        return self.client.submit(*[self.values[i] for i in self._visible(self.deps[index]["inputs"])], fn_index=index)
 
     def start_answer(self, text: str) -> Any:
         """Run the chain up to the step that streams the answer (`agent_run`); return its job."""
@@ -106,10 +108,17 @@ class Page:
             if not getattr(endpoint, "_browser_like", False):
                 plain = endpoint._upload_file
                 endpoint._upload_file = lambda f, data_index, _p=plain: {
-                    **_p(f, data_index), **{k: f[k] for k in ("mime_type", "size") if k in f}}
+                    **_p(f, data_index),
+                    **{k: f[k] for k in ("mime_type", "size") if k in f},
+                }
                 endpoint._browser_like = True
-        return {"path": str(path), "meta": {"_type": "gradio.FileData"}, "orig_name": path.name,
-                "mime_type": mime_type, "size": path.stat().st_size}
+        return {
+            "path": str(path),
+            "meta": {"_type": "gradio.FileData"},
+            "orig_name": path.name,
+            "mime_type": mime_type,
+            "size": path.stat().st_size,
+        }
 
     def close(self) -> None:
         self.client.close()
@@ -178,8 +187,9 @@ def test_answers_quote_history_and_stream(page: Page) -> None:
     growing = [t for t in texts[1:-1] if t != THINKING]
     assert len(growing) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(growing))
     second = answer(page.turn("what is my name?")[-1])
-    assert second.startswith('You said: "what is my name?". This is turn 2 of our conversation; '
-                             'your first message was: "my name is Ada".')
+    assert second.startswith(
+        'You said: "what is my name?". This is turn 2 of our conversation; your first message was: "my name is Ada".'
+    )
 
 
 @ONE_PER_GRADIO
@@ -333,8 +343,19 @@ def test_a_cancelled_answer_stops_and_counts_as_cancelled(layout: tuple[Any, int
 
 
 def test_cli_serves_the_real_ui_until_interrupted() -> None:
-    args = [sys.executable, "-m", "qwen_space_adapter", "replica", "--ui", "qwen-agent==0.0.34", "--agents", "2",
-            "--mention", "--port", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "qwen_space_adapter",
+        "replica",
+        "--ui",
+        "qwen-agent==0.0.34",
+        "--agents",
+        "2",
+        "--mention",
+        "--port",
+        "0",
+    ]
     with started(args) as proc:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -342,7 +363,12 @@ def test_cli_serves_the_real_ui_until_interrupted() -> None:
         config = httpx.get(url + "/config", timeout=10).json()
         assert config["version"] == "5.23.1"
         assert [d["api_name"] for d in config["dependencies"]][:5] == [
-            "change_agent", "add_text", "add_mention", "agent_run", "flushed"]
+            "change_agent",
+            "add_text",
+            "add_mention",
+            "agent_run",
+            "flushed",
+        ]
         code, _, stderr = interrupt(proc)
     assert code == 0, stderr
     with pytest.raises(httpx.ConnectError):

@@ -82,8 +82,12 @@ def wait_idle(server: BackgroundServer) -> None:
 
 
 def test_sdk_whole_answer_then_continued_session_keeps_the_file(client: Any) -> None:
-    first = [{"role": "user", "content": [{"type": "text", "text": "Read this."}, file_part("key.txt",
-                                                                                             "The pass key is 4242.")]}]
+    first = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Read this."}, file_part("key.txt", "The pass key is 4242.")],
+        }
+    ]
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=first)
     answer = raw.parse()
     text = answer.choices[0].message.content
@@ -125,8 +129,11 @@ def test_async_sdk_streams_with_usage_and_continues(server: BackgroundServer) ->
         client = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0)
         async with client:
             stream = await client.chat.completions.create(
-                model="qwen-2.5-1m-demo", messages=[user("Async one")], stream=True,
-                stream_options={"include_usage": True})
+                model="qwen-2.5-1m-demo",
+                messages=[user("Async one")],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
             chunks = [c async for c in stream]
             one = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             history = [user("Async one"), {"role": "assistant", "content": one}, user("Async two")]
@@ -135,8 +142,9 @@ def test_async_sdk_streams_with_usage_and_continues(server: BackgroundServer) ->
 
     one, two, last = asyncio.run(main())
     assert one.startswith('You said: "Async one"')
-    assert two.startswith('You said: "Async two". This is turn 2 of our conversation; your first message was: '
-                          '"Async one".')
+    assert two.startswith(
+        'You said: "Async two". This is turn 2 of our conversation; your first message was: "Async one".'
+    )
     assert last.choices == [] and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
 
 
@@ -155,11 +163,21 @@ def test_sdk_errors_have_openai_statuses(client: Any) -> None:
     with pytest.raises(openai.BadRequestError, match="tools"):
         client.chat.completions.create(model=MODEL, messages=[user("hi")], tools=[tool])
     with pytest.raises(openai.BadRequestError, match=r"x\.bin.* looks binary"):
-        client.chat.completions.create(model=MODEL, messages=[
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, file_part("x.bin", "\x00\x01")]}])
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, file_part("x.bin", "\x00\x01")]}],
+        )
     # sampling knobs are accepted and ignored: the answer is the same deterministic one
-    answer = client.chat.completions.create(model=MODEL, messages=[user("knobs")], temperature=0.1, max_tokens=3,
-                                            top_p=0.5, seed=1, stop=["x"], user="someone")
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=[user("knobs")],
+        temperature=0.1,
+        max_tokens=3,
+        top_p=0.5,
+        seed=1,
+        stop=["x"],
+        user="someone",
+    )
     assert answer.choices[0].message.content == 'You said: "knobs". This is the first turn of our conversation.'
 
 
@@ -171,12 +189,17 @@ def test_space_error_before_and_after_streaming_began(client: Any, server: Backg
 
     got = []
     with pytest.raises(openai.APIError, match="failed mid-stream"):
-        for chunk in client.chat.completions.create(model=MODEL, messages=[user("half [[fault:error-mid-stream]]")],
-                                                    stream=True):
+        for chunk in client.chat.completions.create(
+            model=MODEL, messages=[user("half [[fault:error-mid-stream]]")], stream=True
+        ):
             got.append(chunk.choices[0].delta.content or "")
     assert "".join(got).startswith("You said:"), "the text before the error reached the client"
-    with httpx.stream("POST", server.url + "/chat/completions", timeout=60, json={
-            "model": MODEL, "stream": True, "messages": [user("half [[fault:error-mid-stream]]")]}) as r:
+    with httpx.stream(
+        "POST",
+        server.url + "/chat/completions",
+        timeout=60,
+        json={"model": MODEL, "stream": True, "messages": [user("half [[fault:error-mid-stream]]")]},
+    ) as r:
         frames = [line for line in r.iter_lines() if line]
     assert r.status_code == 200
     error = json.loads(frames[-1].removeprefix("data: "))
@@ -298,14 +321,19 @@ def test_two_requests_continuing_one_conversation_at_once(client: Any, server: B
     for word, r in results.items():
         text = r.parse().choices[0].message.content
         # each answered as the second turn after the base, about its own message only
-        assert text.startswith(f'You said: "{word}". This is turn 2 of our conversation; your first message was: '
-                               '"Fork base".'), text
+        assert text.startswith(
+            f'You said: "{word}". This is turn 2 of our conversation; your first message was: "Fork base".'
+        ), text
     assert sorted(r.headers["x-qwen-session-continued"] for r in results.values()) == ["false", "true"]
     assert session in sessions.values() and len(set(sessions.values())) == 2
     # both forks were filed: each continues in its own session
     for word, r in results.items():
-        history = [*base, user(word), {"role": "assistant", "content": r.parse().choices[0].message.content},
-                   user(f"{word} again")]
+        history = [
+            *base,
+            user(word),
+            {"role": "assistant", "content": r.parse().choices[0].message.content},
+            user(f"{word} again"),
+        ]
         again = client.chat.completions.with_raw_response.create(model=MODEL, messages=history)
         assert again.headers["x-qwen-session"] == sessions[word]
         assert again.headers["x-qwen-session-continued"] == "true"
@@ -372,16 +400,24 @@ def test_restarted_space_is_answered_in_a_new_session_with_the_history() -> None
         raw = c.chat.completions.with_raw_response.create(model=MODEL, messages=[user("Before restart")])
         space.close()
         space = restart_on(port)
-        history = [user("Before restart"), {"role": "assistant", "content": raw.parse().choices[0].message.content},
-                   user("After restart")]
+        history = [
+            user("Before restart"),
+            {"role": "assistant", "content": raw.parse().choices[0].message.content},
+            user("After restart"),
+        ]
         raw2 = c.chat.completions.with_raw_response.create(model=MODEL, messages=history)
     finally:
         srv.stop()
         space.close()
     assert raw2.headers["x-qwen-session"] != raw.headers["x-qwen-session"]
     assert raw2.headers["x-qwen-session-continued"] == "false"
-    assert raw2.parse().choices[0].message.content.startswith(
-        'You said: "After restart". This is turn 2 of our conversation; your first message was: "Before restart".')
+    assert (
+        raw2.parse()
+        .choices[0]
+        .message.content.startswith(
+            'You said: "After restart". This is turn 2 of our conversation; your first message was: "Before restart".'
+        )
+    )
 
 
 def test_100_concurrent_streams_each_get_their_own_answer(server: BackgroundServer) -> None:
@@ -420,18 +456,27 @@ def _read_url(proc: subprocess.Popen[str], timeout: float = 300) -> str:
 def test_cli_serve_replica_streams_continues_and_stops_at_ctrl_c() -> None:
     canary = "hf_CANARYcanaryCANARY1234567890"
     env = {**os.environ, "HF_TOKEN": canary, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_space_adapter", "serve", "--replica", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_space_adapter", "serve", "--replica", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         url = _read_url(proc)
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
         c = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
-        text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
-            model=MODEL, messages=[user("From the CLI")], stream=True) if ch.choices)
+        text = "".join(
+            ch.choices[0].delta.content or ""
+            for ch in c.chat.completions.create(model=MODEL, messages=[user("From the CLI")], stream=True)
+            if ch.choices
+        )
         assert text == 'You said: "From the CLI". This is the first turn of our conversation.'
-        raw = c.chat.completions.with_raw_response.create(model=MODEL, messages=[
-            user("From the CLI"), {"role": "assistant", "content": text}, user("Next")])
+        raw = c.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[user("From the CLI"), {"role": "assistant", "content": text}, user("Next")]
+        )
         assert raw.headers["x-qwen-session-continued"] == "true"
         assert "This is turn 2 of our conversation" in raw.parse().choices[0].message.content
         seen = json.dumps(raw.parse().model_dump()) + json.dumps(dict(raw.headers))
@@ -459,8 +504,13 @@ def test_cli_serve_replica_streams_continues_and_stops_at_ctrl_c() -> None:
 
 
 def test_cli_refuses_a_public_bind_without_api_key() -> None:
-    r = subprocess.run([sys.executable, "-m", "qwen_space_adapter", "serve", "--host", "0.0.0.0", "--port", "0"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "qwen_space_adapter", "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert r.returncode == 2 and "--api-key" in r.stderr and not r.stdout
 
 

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_serve_bench_quick_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "serve.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["complete"], "every stamped update reached both clients"

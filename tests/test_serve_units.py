@@ -33,12 +33,26 @@ def data_url(text: bytes, mime: str = "text/plain") -> str:
 
 
 def test_request_text_parts_files_and_roles() -> None:
-    req = parse_request(body(messages=[
-        {"role": "developer", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"},
-                                     {"type": "file", "file": {"filename": "../../etc/n.txt",
-                                                               "file_data": data_url(b"doc")}}]},
-    ], stream=True, stream_options={"include_usage": True}, temperature=0.3, max_tokens=5, future_field=1))
+    req = parse_request(
+        body(
+            messages=[
+                {"role": "developer", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "a"},
+                        {"type": "text", "text": "b"},
+                        {"type": "file", "file": {"filename": "../../etc/n.txt", "file_data": data_url(b"doc")}},
+                    ],
+                },
+            ],
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=0.3,
+            max_tokens=5,
+            future_field=1,
+        )
+    )
     assert req.messages[0] == Message("system", "Be brief.")
     assert req.messages[1].content == "a\nb"
     assert req.messages[1].files[0].filename == "n.txt" and req.messages[1].files[0].data == b"doc"
@@ -46,34 +60,60 @@ def test_request_text_parts_files_and_roles() -> None:
     assert set(req.ignored) == {"temperature", "max_tokens", "future_field"}
 
 
-@pytest.mark.parametrize(("change", "param", "words"), [
-    ({"model": None}, "model", "model is required"),
-    ({"messages": []}, "messages", "non-empty"),
-    ({"n": 3}, "n", "n > 1"),
-    ({"n": 0}, "n", "positive"),
-    ({"tools": [{"type": "function"}]}, "tools", "tools"),
-    ({"functions": [{"name": "f"}]}, "functions", "functions"),
-    ({"tool_choice": "auto"}, "tool_choice", "tool_choice"),
-    ({"stream": "yes"}, "stream", "true or false"),
-    ({"modalities": ["text", "audio"]}, "modalities", "modalities"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "tool"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "wizard"),
-    ({"messages": [{"role": "assistant", "content": "x"}]}, "messages[0].role", "must be the user's"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string or a list"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0]", "image"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0]", "audio"),
-    ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "notaurl"}}]}]},
-     "messages[0].content[0].file.file_data", "data URL"),
-    ({"messages": file_msg({"file_data": "data:text/plain;base64,!!"})},
-     "messages[0].content[0].file.file_data", "base64"),
-    ({"messages": file_msg({"file_data": data_url(b"x", "image/png")})},
-     "messages[0].content[0].file", "image/png"),
-    ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
-     "messages[0].content[0].file.file_id", "file ids"),
-    ({"messages": [{"role": "assistant", "content": [{"type": "file", "file": {"file_data": data_url(b"x")}}]},
-                   {"role": "user", "content": "q"}]}, "messages[0].content", "only user messages"),
-])
+@pytest.mark.parametrize(
+    ("change", "param", "words"),
+    [
+        ({"model": None}, "model", "model is required"),
+        ({"messages": []}, "messages", "non-empty"),
+        ({"n": 3}, "n", "n > 1"),
+        ({"n": 0}, "n", "positive"),
+        ({"tools": [{"type": "function"}]}, "tools", "tools"),
+        ({"functions": [{"name": "f"}]}, "functions", "functions"),
+        ({"tool_choice": "auto"}, "tool_choice", "tool_choice"),
+        ({"stream": "yes"}, "stream", "true or false"),
+        ({"modalities": ["text", "audio"]}, "modalities", "modalities"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", "tool"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role", "wizard"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "messages[0].role", "must be the user's"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string or a list"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content[0]",
+            "image",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0]", "audio"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "notaurl"}}]}]},
+            "messages[0].content[0].file.file_data",
+            "data URL",
+        ),
+        (
+            {"messages": file_msg({"file_data": "data:text/plain;base64,!!"})},
+            "messages[0].content[0].file.file_data",
+            "base64",
+        ),
+        (
+            {"messages": file_msg({"file_data": data_url(b"x", "image/png")})},
+            "messages[0].content[0].file",
+            "image/png",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
+            "messages[0].content[0].file.file_id",
+            "file ids",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "content": [{"type": "file", "file": {"file_data": data_url(b"x")}}]},
+                    {"role": "user", "content": "q"},
+                ]
+            },
+            "messages[0].content",
+            "only user messages",
+        ),
+    ],
+)
 def test_request_refusals_name_the_field(change: dict[str, object], param: str, words: str) -> None:
     with pytest.raises(ApiError) as e:
         parse_request(body(**change))
@@ -91,20 +131,23 @@ def test_request_body_must_be_json_object() -> None:
 # --- errors -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("error", "status", "code"), [
-    (E.InvalidRequestError("bad"), 400, "invalid_request"),
-    (E.ModelNotSupportedError("nope"), 404, "model_not_found"),
-    (E.QueueFullError("full"), 429, "queue_full"),
-    (E.RateLimitedError("slow down"), 429, "rate_limited"),
-    (E.SpaceUnavailableError("down"), 503, "space_unavailable"),
-    (E.ReplicaError("no replica"), 503, "space_unavailable"),
-    (E.StreamInterruptedError("cut"), 502, "stream_interrupted"),
-    (E.SpaceTimeoutError("late", phase="first token"), 504, "timeout"),
-    (E.SpaceAppError("boom", space_message="x"), 502, "space_error"),
-    (E.APIChangedError("changed"), 502, "space_api_changed"),
-    (E.SpaceRestartedError("restarted"), 502, "space_restarted"),
-    (E.AdapterBugError("bug"), 500, "adapter_bug"),
-])
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (E.InvalidRequestError("bad"), 400, "invalid_request"),
+        (E.ModelNotSupportedError("nope"), 404, "model_not_found"),
+        (E.QueueFullError("full"), 429, "queue_full"),
+        (E.RateLimitedError("slow down"), 429, "rate_limited"),
+        (E.SpaceUnavailableError("down"), 503, "space_unavailable"),
+        (E.ReplicaError("no replica"), 503, "space_unavailable"),
+        (E.StreamInterruptedError("cut"), 502, "stream_interrupted"),
+        (E.SpaceTimeoutError("late", phase="first token"), 504, "timeout"),
+        (E.SpaceAppError("boom", space_message="x"), 502, "space_error"),
+        (E.APIChangedError("changed"), 502, "space_api_changed"),
+        (E.SpaceRestartedError("restarted"), 502, "space_restarted"),
+        (E.AdapterBugError("bug"), 500, "adapter_bug"),
+    ],
+)
 def test_error_table(error: Exception, status: int, code: str) -> None:
     api = api_error(error)
     assert (api.status, api.code) == (status, code)

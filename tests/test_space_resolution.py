@@ -132,8 +132,9 @@ def test_a_restored_conversation_continues_on_its_space_in_a_fresh_process(qwen_
     )
     env = {k: v for k, v in os.environ.items() if k not in ("QWEN_SPACE", "HF_TOKEN")}
     env["QWEN_SPACE"] = DEAD_ENV  # the conversation's own Space must win over the environment
-    proc = subprocess.run([sys.executable, "-c", script, str(saved)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(saved)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 'your first message was: "Remember QUINCE."' in result["text"]

@@ -17,8 +17,19 @@ from qwen_space_adapter import Qwen_Qwen_2_5M, config_cache, session, state
 from qwen_space_adapter import _gc_internals as gci
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qwen_space_adapter"
-EMPTY_CALLS = {"set", "dict", "list", "WeakValueDictionary", "WeakSet", "WeakKeyDictionary", "SimpleQueue",
-               "Queue", "deque", "OrderedDict", "defaultdict"}
+EMPTY_CALLS = {
+    "set",
+    "dict",
+    "list",
+    "WeakValueDictionary",
+    "WeakSet",
+    "WeakKeyDictionary",
+    "SimpleQueue",
+    "Queue",
+    "deque",
+    "OrderedDict",
+    "defaultdict",
+}
 
 
 def _module_caches() -> set[tuple[str, str]]:
@@ -33,9 +44,11 @@ def _module_caches() -> set[tuple[str, str]]:
                 literal = isinstance(value, ast.Dict | ast.List | ast.Set) and not (
                     value.keys if isinstance(value, ast.Dict) else value.elts
                 )
-                call = isinstance(value, ast.Call) and not value.args and (
-                    getattr(value.func, "attr", None) or getattr(value.func, "id", None)
-                ) in EMPTY_CALLS
+                call = (
+                    isinstance(value, ast.Call)
+                    and not value.args
+                    and (getattr(value.func, "attr", None) or getattr(value.func, "id", None)) in EMPTY_CALLS
+                )
                 if literal or call:
                     found |= {(module, ast.unparse(t)) for t in targets}
             elif isinstance(node, ast.FunctionDef) and any("cache" in ast.unparse(d) for d in node.decorator_list):

@@ -30,7 +30,12 @@ async def _turn(url: str, msgs: list[dict[str, str]], conv: Any, stop_at: float 
     text = ""
     with anyio.move_on_after(stop_at if stop_at is not None else float("inf")):
         async for item in Qwen_Qwen_2_5M.create_async_generator(
-            "", list(msgs), space=url, conversation=conv, return_conversation=True, timeout=60,
+            "",
+            list(msgs),
+            space=url,
+            conversation=conv,
+            return_conversation=True,
+            timeout=60,
         ):
             if isinstance(item, JsonConversation):
                 conv = item
@@ -54,8 +59,9 @@ async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replic
         try:
             text, conv = await _turn(replica.url, msgs, conv, None)
         except Exception as exc:
-            raise AssertionError(f"round {i}, stopped at {stop_at:.3f} s: {exc!r}\nthe Space's log:\n"
-                                 + replica.log_tail(60)) from exc
+            raise AssertionError(
+                f"round {i}, stopped at {stop_at:.3f} s: {exc!r}\nthe Space's log:\n" + replica.log_tail(60)
+            ) from exc
         assert text.startswith(f'You said: "again {i}".'), f"round {i}, stopped at {stop_at:.3f} s: {text!r}"
         msgs.append({"role": "assistant", "content": text})
     assert await anyio.to_thread.run_sync(ending.wait_all, 15.0)

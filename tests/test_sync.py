@@ -16,8 +16,7 @@ EXPECTED = 'You said: "sync hello". This is the first turn of our conversation.'
 
 
 def test_create_completion_outside_a_loop(qwen_replica):
-    items = list(Qwen_Qwen_2_5M.create_completion("qwen-2.5-1m", MSG, space=qwen_replica.url,
-                                                  return_conversation=True))
+    items = list(Qwen_Qwen_2_5M.create_completion("qwen-2.5-1m", MSG, space=qwen_replica.url, return_conversation=True))
     assert isinstance(items[0], JsonConversation)
     assert any(isinstance(i, Reasoning) for i in items)
     assert "".join(i for i in items if isinstance(i, str)) == EXPECTED

@@ -156,8 +156,11 @@ async def test_a_canary_token_never_shows_in_debug_logs_outputs_or_reprs(qwen_re
     # A failure on the way must not show it either.
     with pytest.raises(QwenSpaceError) as info:
         async for _ in Qwen_Qwen_2_5M.create_async_generator(
-            "qwen-2.5-1m", [{"role": "user", "content": "[[fault:error-mid-stream]] go"}],
-            space=qwen_replica.url, hf_token=CANARY, max_retries=0,
+            "qwen-2.5-1m",
+            [{"role": "user", "content": "[[fault:error-mid-stream]] go"}],
+            space=qwen_replica.url,
+            hf_token=CANARY,
+            max_retries=0,
         ):
             pass
     texts += [str(info.value), repr(info.value), str(info.value.__cause__), str(info.value.__context__)]

@@ -39,6 +39,8 @@ from qwen_space_adapter.config_cache import forget_spaces
 
 pytestmark = pytest.mark.anyio
 PAGES = Path(__file__).parent / "fixtures" / "pages"
+
+
 class Chat:
     """One conversation, continued turn after turn like a chat UI does."""
 
@@ -50,8 +52,12 @@ class Chat:
     def _stream(self, text: str, **kw: Any) -> Any:
         self.messages += [{"role": "user", "content": text}]
         return Qwen_Qwen_2_5M.create_async_generator(
-            "", list(self.messages), space=self.url, return_conversation=True,
-            conversation=self.conversation, **kw,
+            "",
+            list(self.messages),
+            space=self.url,
+            return_conversation=True,
+            conversation=self.conversation,
+            **kw,
         )
 
     async def ask(self, text: str, **kw: Any) -> tuple[str, list[Any]]:
@@ -69,8 +75,11 @@ class Chat:
     async def ask_and_leave(self, text: str, after: int = 1) -> None:
         seen = 0
         async with Qwen_Qwen_2_5M.stream(
-            "", [*self.messages, {"role": "user", "content": text}], space=self.url,
-            return_conversation=True, conversation=self.conversation,
+            "",
+            [*self.messages, {"role": "user", "content": text}],
+            space=self.url,
+            return_conversation=True,
+            conversation=self.conversation,
         ) as stream:
             async for item in stream:
                 if isinstance(item, JsonConversation):
@@ -143,14 +152,16 @@ async def test_one_conversation_in_two_tasks_is_served_one_turn_at_a_time(qwen_r
     turns = sorted(int(t.split("This is turn ")[1].split(" ")[0]) for t in texts.values())
     assert turns == [2, 3], texts  # both answered whole, one after the other
     stats = qwen_replica.wait_idle(15)
-    mine = [r for r in stats["requests"]
-            if r["user_text"].startswith((f"alpha {anyio_backend}", f"beta {anyio_backend}"))]
+    mine = [
+        r for r in stats["requests"] if r["user_text"].startswith((f"alpha {anyio_backend}", f"beta {anyio_backend}"))
+    ]
     assert len(mine) == 2 and all(r["status"] == "completed" for r in mine)
     first, second = sorted(mine, key=lambda r: r["began"])
     assert first["ended"] <= second["began"], "the two turns overlapped on one session"
 
 
 # --- deadlines cover reaching the Space ------------------------------------------------------
+
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
@@ -182,9 +193,7 @@ def silent_server() -> Iterator[str]:
 async def _fails_within(url: str, error: type, bound: float, **kw: Any) -> float:
     start = time.monotonic()
     with pytest.raises(error):
-        async for _ in Qwen_Qwen_2_5M.create_async_generator(
-            "", [{"role": "user", "content": "hi"}], space=url, **kw
-        ):
+        async for _ in Qwen_Qwen_2_5M.create_async_generator("", [{"role": "user", "content": "hi"}], space=url, **kw):
             pass
     took = time.monotonic() - start
     assert took < bound, f"gave up after {took:.1f} s"
@@ -213,8 +222,9 @@ async def test_retries_against_a_closed_port_stop_at_the_deadline(caplog):
     # retry (a refused connection is transient) but stop when the 2 s deadline leaves no room.
     forget_spaces()
     caplog.set_level(logging.INFO, logger="qwen_space_adapter")
-    await _fails_within(_closed_port(), (SpaceUnavailableError, SpaceTimeoutError), 6,
-                        timeout=2, max_retries=5, retry_backoff=1)
+    await _fails_within(
+        _closed_port(), (SpaceUnavailableError, SpaceTimeoutError), 6, timeout=2, max_retries=5, retry_backoff=1
+    )
     retries = [r for r in caplog.records if r.getMessage().startswith("retrying after")]
     assert 1 <= len(retries) < 5, [r.getMessage() for r in retries]
 
@@ -292,6 +302,7 @@ async def test_a_trickling_stream_is_cut_when_the_turn_gives_up(trickle_server):
 
 # --- a Space redeployed while a process runs ---------------------------------------------------
 
+
 async def test_a_redeployed_space_is_followed_and_an_orphaned_conversation_refused(qwen_replica_factory):
     first = qwen_replica_factory()
     port = int(first.url.rsplit(":", 1)[1])
@@ -332,6 +343,7 @@ async def test_a_new_conversation_after_a_redeploy_runs_only_the_new_pages_chat_
 
 # --- closing a conversation, as a browser tab closes -------------------------------------------
 
+
 @pytest.mark.parametrize("ui", [None, "gradio6"])
 async def test_a_closed_conversation_frees_its_session_and_cannot_go_on(qwen_shared_replica, ui):
     replica = qwen_shared_replica(**({"ui": ui} if ui else {}))
@@ -341,13 +353,15 @@ async def test_a_closed_conversation_frees_its_session_and_cannot_go_on(qwen_sha
     state = httpx.get(f"{replica.url}/replica/session", params={"session_hash": session_hash}, timeout=10).json()
     assert state == {"known": True, "closed": False}
     await Qwen_Qwen_2_5M.aclose_conversation(chat.conversation)
-    state = httpx.get(f"{replica.url}/replica/session", params={"session_hash": session_hash, "closed_within": 10},
-                      timeout=20).json()
+    state = httpx.get(
+        f"{replica.url}/replica/session", params={"session_hash": session_hash, "closed_within": 10}, timeout=20
+    ).json()
     assert state == {"known": True, "closed": True}, "the Space was not told the page closed"
     restored = JsonConversation.from_dict(json.loads(json.dumps(chat.conversation.get_dict())))
     with pytest.raises(InvalidRequestError, match="was closed"):
-        Qwen_Qwen_2_5M.create_async_generator("", [*chat.messages, {"role": "user", "content": "more"}],
-                                              conversation=restored)
+        Qwen_Qwen_2_5M.create_async_generator(
+            "", [*chat.messages, {"role": "user", "content": "more"}], conversation=restored
+        )
     await Qwen_Qwen_2_5M.aclose_conversation(restored)  # closing twice is no error, and sends nothing
 
 
@@ -375,8 +389,9 @@ async def test_one_conversation_in_two_processes_at_once_fails_fast(qwen_replica
     import subprocess
     import sys
 
-    other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS, replica.url, saved],
-                             stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS, replica.url, saved], stdout=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while not replica.stats()["active"] and time.monotonic() < deadline:

@@ -96,9 +96,7 @@ def figures(data: dict[str, Any]) -> dict[str, Any]:
         if "error" in r:
             reqs[r["client"]] = {"error": r["error"]}
             continue
-        reqs[r["client"]] = {
-            t["turn"]: {"requests": t["requests"], "detail": t["detail"]} for t in r["turns"]
-        }
+        reqs[r["client"]] = {t["turn"]: {"requests": t["requests"], "detail": t["detail"]} for t in r["turns"]}
     f["requests"] = reqs
     f["imports"] = data["imports"]
     return f

@@ -59,21 +59,23 @@ def load_figure(res: list[dict[str, Any]]) -> dict[str, Any]:
             "users": r["conversations"],
             "errors": r.get("errors", []),
         }
+
     def per_round(a: str, b: str) -> list[float]:
         return [ratio(g(e, a, "cpu_per_update_us"), g(e, b, "cpu_per_update_us")) for e in rounds.values()]
 
     ratios, adapter_ratios, own = per_round("load", "sse"), per_round("adapter", "sse"), per_round("load", "adapter")
     return {
         "rounds": rounds,
-        **{f"{c}_cpu_per_update_us": med([g(e, c, "cpu_per_update_us") for e in rounds.values()])
-           for c, _ in LOAD_CLIENTS},
+        **{
+            f"{c}_cpu_per_update_us": med([g(e, c, "cpu_per_update_us") for e in rounds.values()])
+            for c, _ in LOAD_CLIENTS
+        },
         "ratio": med([x for x in ratios if x == x]),  # the generator through the adapter vs raw SSE
         "ratios": ratios,
         "adapter_ratio": med([x for x in adapter_ratios if x == x]),  # the adapter alone vs raw SSE
         "generator_over_adapter": med([x for x in own if x == x]),  # the generator's own cost
-        "complete": bool(rounds) and all(
-            e.get(c, {}).get("complete") for e in rounds.values() for c, _ in LOAD_CLIENTS
-        ),
+        "complete": bool(rounds)
+        and all(e.get(c, {}).get("complete") for e in rounds.values() for c, _ in LOAD_CLIENTS),
     }
 
 

@@ -101,9 +101,13 @@ def measure_loop_lag(levels: tuple[int, ...]) -> dict[str, Any]:
         for n in levels:
             out = subprocess.run(
                 [sys.executable, str(RUN), "--loop-lag-worker", str(replica.url), str(n)],
-                capture_output=True, text=True, timeout=1800,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent),
-                                                                             os.environ.get("PYTHONPATH")]))},
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
+                },
             )
             if out.returncode != 0:
                 rows.append({"conversations": n, "error": out.stderr[-2000:]})
@@ -123,12 +127,15 @@ def loop_lag_rows(lag: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append((f"event-loop lag, {n} new conversations at once", "-", "-", "failed"))
             continue
         answered = "" if r["answered"] == n else f"; {r['answered']}/{n} answered"
-        rows.append((
-            f"event-loop lag p99 / max, {n} new conversations at once (heartbeat task, first call of a "
-            "process; raw SSE column: the same loop idle)",
-            f"{fmt(r['idle_p99_ms'], ' ms')} / {fmt(r['idle_max_ms'], ' ms')}", "-",
-            f"{fmt(r['p99_ms'], ' ms')} / {fmt(r['max_ms'], ' ms')} (absolute{answered})",
-        ))
+        rows.append(
+            (
+                f"event-loop lag p99 / max, {n} new conversations at once (heartbeat task, first call of a "
+                "process; raw SSE column: the same loop idle)",
+                f"{fmt(r['idle_p99_ms'], ' ms')} / {fmt(r['idle_max_ms'], ' ms')}",
+                "-",
+                f"{fmt(r['p99_ms'], ' ms')} / {fmt(r['max_ms'], ' ms')} (absolute{answered})",
+            )
+        )
     return rows
 
 
@@ -138,6 +145,12 @@ def loop_lag_targets(lag: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key, limit in (("p99_ms", t["p99_ms"]), ("max_ms", t["max_ms"])):
         value = float(row[key]) if row and key in row else float("nan")
-        out.append({"target": f"event-loop lag {key[:-3]} at {t['conversations']} conversations (ms)",
-                    "value": value, "limit": limit, "met": bool(value == value and value <= limit)})
+        out.append(
+            {
+                "target": f"event-loop lag {key[:-3]} at {t['conversations']} conversations (ms)",
+                "value": value,
+                "limit": limit,
+                "met": bool(value == value and value <= limit),
+            }
+        )
     return out

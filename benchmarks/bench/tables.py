@@ -79,9 +79,7 @@ def targets(f: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
     )
     warm = f["requests"].get("adapter", {}).get("new conversation", {})
     config_reqs = sum(1 for d in warm.get("detail", []) if d.endswith(("/config", "/info")))
-    rows.append(
-        ("warm turn: requests for config / API info", float(config_reqs) if warm else float("nan"), 0.0)
-    )
+    rows.append(("warm turn: requests for config / API info", float(config_reqs) if warm else float("nan"), 0.0))
     imp = f["imports"]
     rows.append(
         (
@@ -223,8 +221,7 @@ def table(f: dict[str, Any], s: Settings) -> str:
 def targets_md(rows: list[dict[str, Any]]) -> str:
     head = "| target | measured | limit | met |\n|---|---|---|---|\n"
     return head + "".join(
-        f"| {r['target']} | {fmt(r['value'])} | {fmt(r['limit'])} | {'yes' if r['met'] else '**no**'} |\n"
-        for r in rows
+        f"| {r['target']} | {fmt(r['value'])} | {fmt(r['limit'])} | {'yes' if r['met'] else '**no**'} |\n" for r in rows
     )
 
 

@@ -82,6 +82,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     "CHECKS",
     "CHECK_NAMES",

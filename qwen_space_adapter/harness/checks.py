@@ -109,9 +109,7 @@ class AnswerRun:
 
     @property
     def timing(self) -> AnswerTiming:
-        started = next(
-            (t for t, i in self.items if isinstance(i, str | Reasoning)), None
-        )
+        started = next((t for t, i in self.items if isinstance(i, str | Reasoning)), None)
         return AnswerTiming(started, tuple(t for t, i in self.items if isinstance(i, str)))
 
 
@@ -204,6 +202,7 @@ def is_replica(url: str) -> bool:
 
 # --- the checks ---------------------------------------------------------------------------
 
+
 async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
     try:
         # Never followed: a redirect may point off the origin the caller named.
@@ -212,8 +211,10 @@ async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
     except httpx.HTTPError as e:
         raise CheckFailed(f"cannot reach {ctx.url}/config: {type(e).__name__}: {e}") from None
     if r.is_redirect:
-        raise CheckFailed(f"{ctx.url}/config redirects to {r.headers.get('location')!r}, which is not followed: "
-                          "name the Space's own URL")
+        raise CheckFailed(
+            f"{ctx.url}/config redirects to {r.headers.get('location')!r}, which is not followed: "
+            "name the Space's own URL"
+        )
     if r.status_code != 200:
         raise CheckFailed(f"{ctx.url}/config answered HTTP {r.status_code}")
     try:
@@ -227,9 +228,7 @@ async def check_api(ctx: Context) -> tuple[str, dict[str, Any]]:
     data = page.describe()
     ctx.api = data
     notes = "" if page.multimodal else "; text-only input: attachments cannot work"
-    steps = " -> ".join(
-        f"fn {s.fn_index}{' (answer)' if i == page.answer else ''}" for i, s in enumerate(page.chain)
-    )
+    steps = " -> ".join(f"fn {s.fn_index}{' (answer)' if i == page.answer else ''}" for i, s in enumerate(page.chain))
     return (
         f"Gradio {page.version} ({page.protocol}): submit runs {steps}, "
         f"{page.input_type} -> {page.chatbot_type}{notes}",
@@ -242,9 +241,7 @@ async def check_stream(ctx: Context) -> tuple[str, dict[str, Any]]:
     n = len(run.deltas)
     data = {"deltas": n, "characters": len(run.text)}
     if n < MIN_DELTAS:
-        raise CheckFailed(
-            f"the answer arrived in {n} delta(s); a streamed answer has >= {MIN_DELTAS}", **data
-        )
+        raise CheckFailed(f"the answer arrived in {n} delta(s); a streamed answer has >= {MIN_DELTAS}", **data)
     return f"{n} deltas, {len(run.text)} characters", data
 
 
@@ -252,18 +249,23 @@ async def check_concat(ctx: Context) -> tuple[str, dict[str, Any]]:
     run = await ctx.sample_answer()
     final = run.final_answer
     rewrites = run.events(TextRewritten)
-    data = {"joined_chars": len(run.text), "final_chars": None if final is None else len(final),
-            "rewrites": len(rewrites)}
+    data = {
+        "joined_chars": len(run.text),
+        "final_chars": None if final is None else len(final),
+        "rewrites": len(rewrites),
+    }
     if final is None:
         raise CheckFailed("the conversation holds no final chatbot to compare with", **data)
     if rewrites:
         raise CheckFailed(f"the Space rewrote text already streamed ({len(rewrites)} TextRewritten)", **data)
     if run.text != final:
-        at = next((i for i, (a, b) in enumerate(zip(run.text, final, strict=False)) if a != b),
-                  min(len(run.text), len(final)))
+        at = next(
+            (i for i, (a, b) in enumerate(zip(run.text, final, strict=False)) if a != b), min(len(run.text), len(final))
+        )
         raise CheckFailed(
             f"joined deltas differ from the final chatbot text at character {at}: "
-            f"{run.text[at:at + 30]!r} vs {final[at:at + 30]!r}", **data
+            f"{run.text[at : at + 30]!r} vs {final[at : at + 30]!r}",
+            **data,
         )
     return f"{len(run.deltas)} deltas join to the final {len(final)}-character answer", data
 
@@ -287,7 +289,7 @@ async def check_events(ctx: Context) -> tuple[str, dict[str, Any]]:
     if cut >= 0:
         if len(summaries) != 1:
             problems.append(f"the Space sent a summary block but the stream had {len(summaries)} Summary")
-        elif summaries[0].text != full[cut + 1:]:
+        elif summaries[0].text != full[cut + 1 :]:
             problems.append("the Summary event's text is not the Space's summary block")
     elif summaries:
         problems.append("a Summary event without a summary block in the final chatbot")
@@ -332,8 +334,7 @@ async def check_attachment(ctx: Context) -> tuple[str, dict[str, Any]]:
         doc = Path(tmp) / "haystack.txt"
         doc.write_text(filler * 200 + f"The pass key is {key}. Remember it.\n" + filler * 200)
         run = await ctx.ask(
-            [{"role": "user", "content": "What is the pass key in the attached document? "
-              "Reply with the number only."}],
+            [{"role": "user", "content": "What is the pass key in the attached document? Reply with the number only."}],
             files=[doc],
         )
     data = {"pass_key": key, "answer": run.text[:300]}
@@ -366,7 +367,8 @@ async def check_cancel(ctx: Context) -> tuple[str, dict[str, Any]]:
     if record.get("status") != "cancelled":
         raise CheckFailed(
             f"the generation was not cancelled on the Space: it ended {record.get('status')!r} "
-            f"after {record.get('tokens')} of 400 tokens", **data
+            f"after {record.get('tokens')} of 400 tokens",
+            **data,
         )
     tokens = record.get("tokens")
     return f"cancelled on the Space after {tokens} of 400 tokens; closed in {closed:.2f} s", data
@@ -417,8 +419,7 @@ async def check_timing(ctx: Context) -> tuple[str, dict[str, Any]]:
     if not ttft.n or not gap.n:
         raise CheckFailed("no answer streamed two deltas: nothing to measure", **data)
     return (
-        f"{len(ctx.runs)} answers: first token p50 {_ms(ttft.p50)}, gap p50 {_ms(gap.p50)} "
-        f"p99 {_ms(gap.p99)}",
+        f"{len(ctx.runs)} answers: first token p50 {_ms(ttft.p50)}, gap p50 {_ms(gap.p50)} p99 {_ms(gap.p99)}",
         data,
     )
 

@@ -116,8 +116,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .load.report import ProgressLine, render_table, write_csv, write_json, write_png
 
     users = args.users if args.users is not None or args.rate is not None else 1
-    shape = Shape(users=users, rate=args.rate, ramp=args.ramp, duration=args.duration,
-                  requests=args.requests, turns=args.turns).check()
+    shape = Shape(
+        users=users, rate=args.rate, ramp=args.ramp, duration=args.duration, requests=args.requests, turns=args.turns
+    ).check()
     levels = parse_levels(args.sweep) if args.sweep else None
     slo = SLO.parse(args.slo)
     token = os.environ.get("HF_TOKEN", "").strip() or None  # a token pasted from a file ends with a newline
@@ -126,20 +127,45 @@ def cmd_load(args: argparse.Namespace) -> int:
         if args.target != "replica":  # courtesy first: nothing is started or sent when refused
             from ..target import space_url
 
-            check_courtesy(LoadConfig(space_url(args.target), shape, prompts, target=args.target, token=token,
-                                      i_own_this_space=args.i_own_this_space), levels)
+            check_courtesy(
+                LoadConfig(
+                    space_url(args.target),
+                    shape,
+                    prompts,
+                    target=args.target,
+                    token=token,
+                    i_own_this_space=args.i_own_this_space,
+                ),
+                levels,
+            )
         progress = ProgressLine(sys.stderr)
         every = args.progress if args.progress else (0.5 if progress.tty else 5.0)
         try:
             with open_target(args.target) as (url, _):  # errors: reported by qwen_space_adapter.cli.main
-                config = LoadConfig(url, shape, prompts, target=args.target, slo=slo, timeout=args.timeout,
-                                    retries=args.retries, token=token, i_own_this_space=args.i_own_this_space,
-                                    seed=args.seed)
+                config = LoadConfig(
+                    url,
+                    shape,
+                    prompts,
+                    target=args.target,
+                    slo=slo,
+                    timeout=args.timeout,
+                    retries=args.retries,
+                    token=token,
+                    i_own_this_space=args.i_own_this_space,
+                    seed=args.seed,
+                )
                 import anyio
 
-                result = anyio.run(lambda: load_async(
-                    config, levels, on_progress=None if args.quiet else progress, progress_every=every,
-                    handle_sigint=True, courtesy=False))
+                result = anyio.run(
+                    lambda: load_async(
+                        config,
+                        levels,
+                        on_progress=None if args.quiet else progress,
+                        progress_every=every,
+                        handle_sigint=True,
+                        courtesy=False,
+                    )
+                )
         except KeyboardInterrupt:  # before the run could catch it (starting the replica)
             print("qwen-space: interrupted before the load started", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -154,8 +180,10 @@ def cmd_load(args: argparse.Namespace) -> int:
         try:
             print(f"PNG: {write_png(result, args.png)}", file=sys.stderr)
         except ImportError:
-            print("qwen-space: no PNG: matplotlib is not installed (pip install 'qwen_space_adapter[bench]')",
-                  file=sys.stderr)
+            print(
+                "qwen-space: no PNG: matplotlib is not installed (pip install 'qwen_space_adapter[bench]')",
+                file=sys.stderr,
+            )
     if result.interrupted:
         # Out now: the cancelled jobs' gradio_client reader threads are not daemons, and the
         # interpreter would wait for them (up to the length of the longest answer) before exiting.
@@ -181,36 +209,72 @@ def _add_load(subparsers: Any) -> None:
     load.add_argument("target", help="Space id, URL or 'replica' (starts a local replica for the run)")
     shape = load.add_mutually_exclusive_group()
     shape.add_argument("--users", type=int, default=None, help="concurrent users, closed loop (default 1)")
-    shape.add_argument("--rate", type=float, default=None,
-                       help="Poisson arrivals of conversations per second (requests/s with --turns 1)")
+    shape.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Poisson arrivals of conversations per second (requests/s with --turns 1)",
+    )
     load.add_argument("--ramp", type=float, default=None, help="users added per second (closed loop)")
     load.add_argument("--duration", type=float, default=None, help="seconds after which no request starts")
-    load.add_argument("--requests", type=int, default=None,
-                      help="requests to send (default: one conversation per user; open loop: 30 s)")
+    load.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests to send (default: one conversation per user; open loop: 30 s)",
+    )
     load.add_argument("--turns", type=int, default=1, help="turns per conversation (the history grows)")
-    load.add_argument("--prompts", default=None, metavar="FILE",
-                      help='JSONL, one {"prompt": "...", "files": ["doc.txt"]} per line, used in turn')
-    load.add_argument("--allow-files-outside-prompts-dir", action="store_true",
-                      help="let --prompts attach files outside the prompts file's folder (absolute paths, ../, "
-                           "symlinks out); every file is listed before a run against a Space not on this machine")
-    load.add_argument("--prompt-chars", default=None, metavar="N,N",
-                      help="generated prompts of these lengths in characters (default 200)")
-    load.add_argument("--document-chars", type=int, default=0, metavar="N",
-                      help="attach a generated document of N characters to each generated prompt")
+    load.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help='JSONL, one {"prompt": "...", "files": ["doc.txt"]} per line, used in turn',
+    )
+    load.add_argument(
+        "--allow-files-outside-prompts-dir",
+        action="store_true",
+        help="let --prompts attach files outside the prompts file's folder (absolute paths, ../, "
+        "symlinks out); every file is listed before a run against a Space not on this machine",
+    )
+    load.add_argument(
+        "--prompt-chars",
+        default=None,
+        metavar="N,N",
+        help="generated prompts of these lengths in characters (default 200)",
+    )
+    load.add_argument(
+        "--document-chars",
+        type=int,
+        default=0,
+        metavar="N",
+        help="attach a generated document of N characters to each generated prompt",
+    )
     load.add_argument("--slo", default="ttft=5,e2e=60", help="goodput limits in seconds (default ttft=5,e2e=60)")
-    load.add_argument("--sweep", default=None, metavar="L,L",
-                      help="run each level in turn: users (or rates with --rate), e.g. 1,2,4,8")
+    load.add_argument(
+        "--sweep",
+        default=None,
+        metavar="L,L",
+        help="run each level in turn: users (or rates with --rate), e.g. 1,2,4,8",
+    )
     load.add_argument("--json", metavar="PATH", default=None, help="write the JSON report here")
     load.add_argument("--csv", metavar="PATH", default=None, help="write one row per request here")
     load.add_argument("--png", metavar="PATH", default=None, help="draw latency percentiles against the level")
     load.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per request")
     load.add_argument("--retries", type=int, default=0, help="the adapter's retries (default 0: every failure shows)")
     load.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals")
-    load.add_argument("--progress", type=float, default=None, metavar="S",
-                      help="seconds between progress lines (default 0.5 on a terminal, 5 otherwise)")
+    load.add_argument(
+        "--progress",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between progress lines (default 0.5 on a terminal, 5 otherwise)",
+    )
     load.add_argument("--quiet", action="store_true", help="no progress line")
-    load.add_argument("--i-own-this-space", action="store_true",
-                      help="allow more than 2 users (or --rate) against a Space not on this machine")
+    load.add_argument(
+        "--i-own-this-space",
+        action="store_true",
+        help="allow more than 2 users (or --rate) against a Space not on this machine",
+    )
     load.set_defaults(func=cmd_load)
 
 
@@ -221,8 +285,9 @@ def add_commands(subparsers: Any) -> None:
         help="run the conformance checks against a Space, a URL or a local replica",
         description="Check that a target still behaves as the adapter relies on; exit 1 if not.",
     )
-    check.add_argument("target", nargs="?", default=None,
-                       help=f"Space id, URL or 'replica' (default: $QWEN_SPACE or {LIVE_SPACE})")
+    check.add_argument(
+        "target", nargs="?", default=None, help=f"Space id, URL or 'replica' (default: $QWEN_SPACE or {LIVE_SPACE})"
+    )
     check.add_argument("--json", metavar="PATH", default=None, help="write the machine report here")
     check.add_argument("--junit", metavar="PATH", default=None, help="write JUnit XML here")
     check.add_argument("--checks", metavar="A,B", default=None, help="run only these checks (see --list)")
@@ -238,8 +303,12 @@ def add_commands(subparsers: Any) -> None:
     )
     record.add_argument("target", help="Space id, URL or 'replica'")
     record.add_argument("--out", required=True, metavar="FILE", help="where to write the transcript")
-    record.add_argument("--prompt", action="append", default=[],
-                        help="a user turn (repeatable; default: a scripted 3-turn conversation)")
+    record.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="a user turn (repeatable; default: a scripted 3-turn conversation)",
+    )
     record.add_argument("--file", action="append", default=[], help="attach to the first turn")
     record.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per turn")
     record.set_defaults(func=cmd_record)

@@ -94,8 +94,13 @@ def updates_from_messages(
         kind = msg.get("msg")
         if kind == "estimation":
             updates.append(
-                {"t": t, "kind": "queue", "rank": msg.get("rank"),
-                 "queue_size": msg.get("queue_size"), "eta": msg.get("rank_eta")}
+                {
+                    "t": t,
+                    "kind": "queue",
+                    "rank": msg.get("rank"),
+                    "queue_size": msg.get("queue_size"),
+                    "eta": msg.get("rank_eta"),
+                }
             )
         elif kind == "process_starts":
             updates.append({"t": t, "kind": "started"})
@@ -103,8 +108,7 @@ def updates_from_messages(
             data = (msg.get("output") or {}).get("data") or []
             value = data[position] if position < len(data) else None
             current = value if current is None or not diffs else apply_diff(current, value or [])
-            updates.append({"t": t, "kind": "generating", "bot": _bot(current),
-                            "text": replay.text_of(_bot(current))})
+            updates.append({"t": t, "kind": "generating", "bot": _bot(current), "text": replay.text_of(_bot(current))})
         elif kind == "process_completed":
             output = msg.get("output") or {}
             if not msg.get("success", True) or "error" in output:
@@ -112,8 +116,9 @@ def updates_from_messages(
             else:
                 data = output.get("data") or []
                 current = data[position] if position < len(data) else current
-                updates.append({"t": t, "kind": "completed", "bot": _bot(current),
-                                "text": replay.text_of(_bot(current))})
+                updates.append(
+                    {"t": t, "kind": "completed", "bot": _bot(current), "text": replay.text_of(_bot(current))}
+                )
         else:
             updates.append({"t": t, "kind": "other", "msg": kind})
     return updates, current
@@ -139,16 +144,23 @@ def _poll_job(job: Any, start: float, timeout: float) -> list[tuple[float, dict[
         seen = len(outputs)
         if time.monotonic() - start > timeout:
             job.cancel()
-            out.append((time.monotonic(), {"msg": "process_completed", "success": False,
-                                           "output": {"error": f"no result within {timeout} s"}}))
+            out.append(
+                (
+                    time.monotonic(),
+                    {
+                        "msg": "process_completed",
+                        "success": False,
+                        "output": {"error": f"no result within {timeout} s"},
+                    },
+                )
+            )
             return out
         time.sleep(0.005)
     for value in job.outputs()[seen:]:
         out.append((time.monotonic(), {"msg": "process_generating", "output": {"data": [value]}}))
     exc = job.exception()
     if exc is not None:
-        out.append((time.monotonic(), {"msg": "process_completed", "success": False,
-                                       "output": {"error": str(exc)}}))
+        out.append((time.monotonic(), {"msg": "process_completed", "success": False, "output": {"error": str(exc)}}))
     else:
         out.append((time.monotonic(), {"msg": "process_completed", "output": {"data": [job.result()]}}))
     return out
@@ -190,9 +202,9 @@ def record_transcript(
             values[page.chatbot_id] = []
         turns: list[dict[str, Any]] = []
         for index, prompt in enumerate(prompts):
-            attach = [
-                upload(client, Path(p).name, Path(p).read_bytes(), "text/plain") for p in files
-            ] if index == 0 else []
+            attach = (
+                [upload(client, Path(p).name, Path(p).read_bytes(), "text/plain") for p in files] if index == 0 else []
+            )
             values[page.input_id] = page.user_value(prompt, attach)
             t0 = time.monotonic()
             outcomes: dict[int, str] = {}
@@ -217,13 +229,15 @@ def record_transcript(
             failed = failed or next((str(u["error"]) for u in updates if u["kind"] == "error"), None)
             if failed and not any(u["kind"] == "error" for u in updates):
                 updates.append({"t": round(time.monotonic() - start, 6), "kind": "error", "error": failed})
-            turns.append({
-                "index": index,
-                "prompt": prompt,
-                "files": [Path(p).name for p in files] if index == 0 else [],
-                "before_answer_seconds": round(add_seconds, 6),
-                "updates": updates,
-            })
+            turns.append(
+                {
+                    "index": index,
+                    "prompt": prompt,
+                    "files": [Path(p).name for p in files] if index == 0 else [],
+                    "before_answer_seconds": round(add_seconds, 6),
+                    "updates": updates,
+                }
+            )
             if failed or final is None:
                 break
             values[page.chatbot_id] = final

@@ -94,9 +94,7 @@ def to_dict(result: SuiteResult) -> dict[str, Any]:
             }
             for r in result.results
         ],
-        "metrics": {
-            k: {**v.as_dict(), "meaning": METRICS.get(k, "")} for k, v in result.metrics.items()
-        },
+        "metrics": {k: {**v.as_dict(), "meaning": METRICS.get(k, "")} for k, v in result.metrics.items()},
     }
 
 
@@ -129,24 +127,38 @@ def _metric_properties(metrics: dict[str, Distribution]) -> list[tuple[str, str]
 def to_junit(result: SuiteResult) -> ET.ElementTree:
     """The JUnit XML tree: one testsuite, a testcase per check."""
     counts = {s: sum(r.status == s for r in result.results) for s in (FAIL, ERROR, SKIP)}
-    root = ET.Element("testsuites", name="qwen-space check", tests=str(len(result.results)),
-                      failures=str(counts[FAIL]), errors=str(counts[ERROR]),
-                      skipped=str(counts[SKIP]), time=f"{result.seconds:.3f}")
-    suite = ET.SubElement(root, "testsuite", name="qwen_space_adapter.conformance",
-                          tests=str(len(result.results)), failures=str(counts[FAIL]),
-                          errors=str(counts[ERROR]), skipped=str(counts[SKIP]),
-                          time=f"{result.seconds:.3f}", timestamp=result.started_at.split("+")[0],
-                          hostname=platform.node() or "localhost")
+    root = ET.Element(
+        "testsuites",
+        name="qwen-space check",
+        tests=str(len(result.results)),
+        failures=str(counts[FAIL]),
+        errors=str(counts[ERROR]),
+        skipped=str(counts[SKIP]),
+        time=f"{result.seconds:.3f}",
+    )
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name="qwen_space_adapter.conformance",
+        tests=str(len(result.results)),
+        failures=str(counts[FAIL]),
+        errors=str(counts[ERROR]),
+        skipped=str(counts[SKIP]),
+        time=f"{result.seconds:.3f}",
+        timestamp=result.started_at.split("+")[0],
+        hostname=platform.node() or "localhost",
+    )
     props = ET.SubElement(suite, "properties")
     base = [("target", result.target), ("url", result.url), ("replica", str(result.replica).lower())]
     for name, value in base + _metric_properties(result.metrics):
         ET.SubElement(props, "property", name=name, value=_safe(value))
     for r in result.results:
-        case = ET.SubElement(suite, "testcase", classname="qwen_space_adapter.conformance",
-                             name=r.name, time=f"{r.seconds:.3f}")
+        case = ET.SubElement(
+            suite, "testcase", classname="qwen_space_adapter.conformance", name=r.name, time=f"{r.seconds:.3f}"
+        )
         if r.status == FAIL:
-            ET.SubElement(case, "failure", message=_safe(r.detail), type="CheckFailed").text = (
-                _safe(f"{r.title}\n{r.detail}")
+            ET.SubElement(case, "failure", message=_safe(r.detail), type="CheckFailed").text = _safe(
+                f"{r.title}\n{r.detail}"
             )
         elif r.status == ERROR:
             ET.SubElement(case, "error", message=_safe(r.detail), type="Error").text = _safe(

@@ -28,9 +28,7 @@ def conformance_suite(qwen_space_url: str) -> Suite:
 
 
 @pytest.mark.parametrize("check", CHECK_NAMES)
-def test_conformance(
-    conformance_suite: Suite, check: str, record_property: Callable[[str, object], None]
-) -> None:
+def test_conformance(conformance_suite: Suite, check: str, record_property: Callable[[str, object], None]) -> None:
     result = conformance_suite.run(check)
     record_property("detail", result.detail)
     record_property("data", json.dumps(result.data, default=str)[:4000])

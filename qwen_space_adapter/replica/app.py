@@ -93,9 +93,9 @@ def build(settings: argparse.Namespace) -> gr.Blocks:
         clear = gr.Button("Clear History")
         clear.click(reset, [], [chatbot, task_history], queue=False)
         # add_text is unqueued, as the wire evidence shows (the page POSTs it to /run/predict).
-        query.submit(
-            add_text, [query, chatbot, task_history], [query, chatbot, task_history], queue=False
-        ).then(predict, [chatbot, task_history, number], [chatbot])
+        query.submit(add_text, [query, chatbot, task_history], [query, chatbot, task_history], queue=False).then(
+            predict, [chatbot, task_history, number], [chatbot]
+        )
     limit = None if settings.concurrency_limit == 0 else settings.concurrency_limit
     demo.queue(max_size=settings.max_queue_size or None, default_concurrency_limit=limit)
     return demo

@@ -107,8 +107,12 @@ class Flavor:
 
 
 HAND = Flavor(ui="hand", app=HERE / "app.py")
-GRADIO6 = Flavor(ui="gradio6", app=HERE / "gradio6_app.py", requirements=HERE / "requirements-gradio6.txt",
-                 imports="import gradio; assert gradio.__version__.startswith('6.'), gradio.__version__")
+GRADIO6 = Flavor(
+    ui="gradio6",
+    app=HERE / "gradio6_app.py",
+    requirements=HERE / "requirements-gradio6.txt",
+    imports="import gradio; assert gradio.__version__.startswith('6.'), gradio.__version__",
+)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -157,6 +161,5 @@ def gradio_generation(requirements: list[str]) -> int:
         if m:
             return int(m.group(1))
     raise ReplicaError(
-        f"This Qwen-Agent release pins no Gradio for its GUI ({requirements}); "
-        "use a release from 0.0.11 to 0.0.34."
+        f"This Qwen-Agent release pins no Gradio for its GUI ({requirements}); use a release from 0.0.11 to 0.0.34."
     )

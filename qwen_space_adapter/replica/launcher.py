@@ -93,8 +93,9 @@ class ReplicaSettings:
         if self.agents < 1:
             raise ReplicaError(f"A replica needs at least one agent, got agents={self.agents}.")
         if (self.agents > 1 or self.mention) and not chosen.real_ui and self.app is None:
-            raise ReplicaError("agents and mention choose the layout of the real UI: add ui='qwen-agent' "
-                               "(--ui qwen-agent).")
+            raise ReplicaError(
+                "agents and mention choose the layout of the real UI: add ui='qwen-agent' (--ui qwen-agent)."
+            )
         if self.mention and self.agents < 2:
             raise ReplicaError("mention needs at least two agents to choose from: add agents=2 (--agents 2).")
         if self.replay:
@@ -108,13 +109,20 @@ class ReplicaSettings:
 
     def argv(self) -> list[str]:
         args = [
-            "--host", self.host,
-            "--port", str(self.port),
-            "--token-delay", str(self.token_delay),
-            "--prefill-base", str(self.prefill_base),
-            "--prefill-per-mb", str(self.prefill_per_mb),
-            "--max-queue-size", str(self.max_queue_size),
-            "--concurrency-limit", str(self.concurrency_limit),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--token-delay",
+            str(self.token_delay),
+            "--prefill-base",
+            str(self.prefill_base),
+            "--prefill-per-mb",
+            str(self.prefill_per_mb),
+            "--max-queue-size",
+            str(self.max_queue_size),
+            "--concurrency-limit",
+            str(self.concurrency_limit),
         ]
         if self.fault:
             args += ["--fault", self.fault]
@@ -234,8 +242,9 @@ class Replica:
         # Silent when the server is ready within a second; else a live line (or plain lines in a log).
         with Progress(f"starting the {chosen.ui} replica", quiet=self.quiet) as progress:
             for attempt in range(ATTEMPTS):
-                progress.set_step("waiting for its ready line" + (f" (attempt {attempt + 1} of {ATTEMPTS})"
-                                                                  if attempt else ""))
+                progress.set_step(
+                    "waiting for its ready line" + (f" (attempt {attempt + 1} of {ATTEMPTS})" if attempt else "")
+                )
                 try:
                     self.url = self._start_once(python, chosen, timeout)
                     return self.url
@@ -294,8 +303,11 @@ class Replica:
         self.stop()
         reason = self._reason()
         if code is None:
-            what = (f"no readiness line within {timeout:.0f} s" if waited >= timeout
-                    else "it closed its output without a readiness line")
+            what = (
+                f"no readiness line within {timeout:.0f} s"
+                if waited >= timeout
+                else "it closed its output without a readiness line"
+            )
             raise _NotStarted(f"{what}. Its log:\n{self.log_tail()}", retry=False)
         if reason:
             raise _NotStarted(reason, retry=False)

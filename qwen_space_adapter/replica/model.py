@@ -27,9 +27,7 @@ try:
 except ImportError:  # loaded by path inside the replica's environment, outside the package
     import importlib.util as _util
 
-    _spec = _util.spec_from_file_location(
-        "qwen_space_text", Path(__file__).resolve().parent.parent / "space_text.py"
-    )
+    _spec = _util.spec_from_file_location("qwen_space_text", Path(__file__).resolve().parent.parent / "space_text.py")
     assert _spec is not None and _spec.loader is not None
     _space_text = _util.module_from_spec(_spec)
     _spec.loader.exec_module(_space_text)
@@ -133,8 +131,7 @@ def compose_answer(req: Request) -> str:
     if history:
         first = history[0][0]
         sentences.append(
-            f"This is turn {len(history) + 1} of our conversation; "
-            f'your first message was: "{_quote(first)}".'
+            f'This is turn {len(history) + 1} of our conversation; your first message was: "{_quote(first)}".'
         )
     else:
         sentences.append("This is the first turn of our conversation.")

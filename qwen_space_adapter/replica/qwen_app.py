@@ -65,6 +65,8 @@ def _sleep(seconds: float) -> None:
         if _cancelled():
             raise Cancelled
         time.sleep(min(left, 0.05))
+
+
 STATS = serving.STATS
 TOOL = "read_history"
 
@@ -73,8 +75,9 @@ class ReplicaAgent(Agent):
     """A Qwen-Agent agent whose "LLM" is the replica's deterministic model."""
 
     def __init__(self, name: str, settings: Any) -> None:
-        super().__init__(llm=None, system_message=None, name=name,
-                         description=f"Replica agent {name}: quotes what it was sent.")
+        super().__init__(
+            llm=None, system_message=None, name=name, description=f"Replica agent {name}: quotes what it was sent."
+        )
         self.settings = settings
 
     def _run(self, messages: list[Message], lang: str = "en", **kwargs: Any) -> Iterator[list[Message]]:
@@ -85,10 +88,13 @@ class ReplicaAgent(Agent):
         """
         s = self.settings
         req = model.request_from_history(messages)
-        p = model.plan(req, token_delay=s.token_delay, prefill_base=s.prefill_base,
-                       prefill_per_mb=s.prefill_per_mb)
-        record = {"user_text": req.user_text, "history_turns": len(req.history),
-                  "files": [name for name, _ in req.files], "agent": self.name}
+        p = model.plan(req, token_delay=s.token_delay, prefill_base=s.prefill_base, prefill_per_mb=s.prefill_per_mb)
+        record = {
+            "user_text": req.user_text,
+            "history_turns": len(req.history),
+            "files": [name for name, _ in req.files],
+            "agent": self.name,
+        }
         with STATS.generation(record, _probe()) as outcome:
             try:
                 for responses in self._respond(req, p, record, outcome):
@@ -98,14 +104,19 @@ class ReplicaAgent(Agent):
             except Cancelled:
                 return  # nobody listens any more; the outcome stays "cancelled"
 
-    def _respond(self, req: model.Request, p: model.Plan, record: dict[str, Any],
-                 outcome: Any) -> Iterator[list[Message]]:
+    def _respond(
+        self, req: model.Request, p: model.Plan, record: dict[str, Any], outcome: Any
+    ) -> Iterator[list[Message]]:
         """The cumulative response lists of one answer (each yield is the whole answer so far)."""
         s = self.settings
         done: list[Message] = []
         if p.tool:  # a first part: the call of a tool and its result, from a tool runner
-            call = Message(role=ASSISTANT, content="", name="tools",
-                           function_call=FunctionCall(name=TOOL, arguments=json.dumps({"turns": len(req.history)})))
+            call = Message(
+                role=ASSISTANT,
+                content="",
+                name="tools",
+                function_call=FunctionCall(name=TOOL, arguments=json.dumps({"turns": len(req.history)})),
+            )
             yield [call]
             result = Message(role=FUNCTION, name=TOOL, content=f"{len(req.history)} earlier turn(s)")
             done = [call, result]
@@ -144,10 +155,16 @@ def main(argv: list[str] | None = None) -> None:
     serving.hook_launch(gr, settings)
     names = [AGENT_NAMES[i] if i < len(AGENT_NAMES) else f"Agent{i + 1}" for i in range(settings.agents)]
     agents = [ReplicaAgent(name, settings) for name in names]
-    ui = WebUI(agents if len(agents) > 1 else agents[0],
-               chatbot_config={"input.placeholder": "Ask the replica", "verbose": False})
-    ui.run(server_name=settings.host, server_port=settings.port or None,
-           concurrency_limit=settings.concurrency_limit or None, enable_mention=settings.mention)
+    ui = WebUI(
+        agents if len(agents) > 1 else agents[0],
+        chatbot_config={"input.placeholder": "Ask the replica", "verbose": False},
+    )
+    ui.run(
+        server_name=settings.host,
+        server_port=settings.port or None,
+        concurrency_limit=settings.concurrency_limit or None,
+        enable_mention=settings.mention,
+    )
 
 
 if __name__ == "__main__":

@@ -149,9 +149,7 @@ class Replayer:
             steps.append(Step(delay, bot=u.get("bot")))
         return steps
 
-    async def stream(
-        self, index: int, speed: float, error: Callable[[str], BaseException]
-    ) -> AsyncIterator[Any]:
+    async def stream(self, index: int, speed: float, error: Callable[[str], BaseException]) -> AsyncIterator[Any]:
         """Yield the bot values of turn `index` with the recorded spacing; raise `error(msg)`
         where the recording failed. A copy is yielded each time: sessions never share lists."""
         for step in self.schedule(index, speed):

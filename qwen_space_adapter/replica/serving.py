@@ -293,4 +293,3 @@ def hook_launch(gr: Any, settings: argparse.Namespace) -> None:
             os._exit(0)
 
     gr.Blocks.launch = launch
-

@@ -37,8 +37,11 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 JSON = [(b"content-type", b"application/json")]
-SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-       (b"x-accel-buffering", b"no")]
+SSE = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 SESSION_HEADER = b"x-qwen-session"
 CONTINUED_HEADER = b"x-qwen-session-continued"
 
@@ -158,8 +161,12 @@ class ServeApp:
                 given = value
         scheme, _, key = given.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(key.strip(), self._api_key):
-            raise ApiError(401, "Missing or wrong API key: send it as 'Authorization: Bearer KEY'.",
-                           type="authentication_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Missing or wrong API key: send it as 'Authorization: Bearer KEY'.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"].rstrip("/") or "/"
@@ -176,7 +183,7 @@ class ServeApp:
             await _respond(send, 200, {"object": "list", "data": self._models()})
         elif path.startswith("/v1/models/"):
             self._allow(method, "GET")
-            wanted = path[len("/v1/models/"):]
+            wanted = path[len("/v1/models/") :]
             for entry in self._models():
                 if entry["id"] == wanted:
                     await _respond(send, 200, entry)
@@ -196,8 +203,10 @@ class ServeApp:
     def _models(self) -> list[dict[str, Any]]:
         provider = self.ctx.provider
         out = [{"id": m, "object": "model", "created": 0, "owned_by": "qwen"} for m in provider.models]
-        out += [{"id": alias, "object": "model", "created": 0, "owned_by": "qwen", "qwen": {"alias_of": target}}
-                for alias, target in provider.model_aliases.items()]
+        out += [
+            {"id": alias, "object": "model", "created": 0, "owned_by": "qwen", "qwen": {"alias_of": target}}
+            for alias, target in provider.model_aliases.items()
+        ]
         return out
 
     def _unknown_model(self, name: str) -> Exception:
@@ -301,8 +310,9 @@ class ServeApp:
         finally:
             await batches.aclose()
         qwen: dict[str, Any] = {"summary": turn.summary, "session": turn.session_hash, "continued": turn.continued}
-        body = completion(request.model, turn.text, reasoning="".join(reasoning), qwen=qwen,
-                          prompt_chars=_prompt_chars(request))
+        body = completion(
+            request.model, turn.text, reasoning="".join(reasoning), qwen=qwen, prompt_chars=_prompt_chars(request)
+        )
         await _respond(send, 200, body, self._session_headers(turn))
 
     @staticmethod

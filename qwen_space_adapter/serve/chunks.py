@@ -66,8 +66,13 @@ class ChunkEncoder:
         self.created = int(time.time())
         self.model = model
         self._head = (
-            'data: {"id":' + json.dumps(self.id) + ',"object":"chat.completion.chunk","created":'
-            + str(self.created) + ',"model":' + json.dumps(model) + ","
+            'data: {"id":'
+            + json.dumps(self.id)
+            + ',"object":"chat.completion.chunk","created":'
+            + str(self.created)
+            + ',"model":'
+            + json.dumps(model)
+            + ","
         )
         self._content_head = (self._head + '"choices":[{"index":0,"delta":{"content":').encode()
         self._content_tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'

@@ -19,18 +19,25 @@ def add_command(sub: Any) -> None:
         "serve",
         help="serve the Space as an OpenAI-compatible API (needs the 'serve' extra)",
         description="Serve the Space as an OpenAI-compatible API: POST /v1/chat/completions (streaming "
-                    "or not), GET /v1/models, GET /health. Prints the base URL once it accepts requests; "
-                    "Ctrl-C stops it at once, cancelling what runs on the Space. See docs/serving.md.",
+        "or not), GET /v1/models, GET /health. Prints the base URL once it accepts requests; "
+        "Ctrl-C stops it at once, cancelling what runs on the Space. See docs/serving.md.",
     )
     p.add_argument("--space", default=None, help="Space id or URL (default: $QWEN_SPACE or the live Space)")
     p.add_argument("--replica", action="store_true", help="start a local replica Space for this run (not with --space)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; "
-                                                       "anything but loopback needs --api-key)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s; anything but loopback needs --api-key)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (clients' API key)")
-    p.add_argument("--sessions", default=":memory:", metavar="FILE",
-                   help="SQLite file mapping conversations to Space sessions, so a restarted server still "
-                        "continues them (default: in memory)")
+    p.add_argument(
+        "--sessions",
+        default=":memory:",
+        metavar="FILE",
+        help="SQLite file mapping conversations to Space sessions, so a restarted server still "
+        "continues them (default: in memory)",
+    )
     p.add_argument("--max-sessions", type=int, default=10_000, help="conversations kept (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
 
@@ -39,14 +46,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..errors import InvalidRequestError
 
     if args.replica and args.space:
-        print("qwen-space: error: --replica starts a local Space of its own; do not also give --space.",
-              file=sys.stderr)
+        print(
+            "qwen-space: error: --replica starts a local Space of its own; do not also give --space.", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         from . import server
     except ImportError as e:
-        print(f"qwen-space: error: serving needs the 'serve' extra ({e.name} is missing): "
-              "pip install 'qwen_space_adapter[serve]'", file=sys.stderr)
+        print(
+            f"qwen-space: error: serving needs the 'serve' extra ({e.name} is missing): "
+            "pip install 'qwen_space_adapter[serve]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.max_sessions < 1:
         raise InvalidRequestError("--max-sessions must be at least 1.")
@@ -83,8 +94,11 @@ def _serve(args: argparse.Namespace, sock: Any, server: Any) -> int:
 
     def ready() -> None:
         print(url, flush=True)
-        print(f"qwen-space: serving {args.space or 'the default Space'} at {url} (Ctrl-C stops)",
-              file=sys.stderr, flush=True)
+        print(
+            f"qwen-space: serving {args.space or 'the default Space'} at {url} (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         server.run(server.serve_forever(app, sock, ready))

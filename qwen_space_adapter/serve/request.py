@@ -92,8 +92,9 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             raise _bad(f"{name} is not supported: {why}.", name, "unsupported_parameter")
     tool_choice = body.get("tool_choice")
     if tool_choice not in (None, "none"):
-        raise _bad("tool_choice is not supported: the Space answers with text only.", "tool_choice",
-                   "unsupported_parameter")
+        raise _bad(
+            "tool_choice is not supported: the Space answers with text only.", "tool_choice", "unsupported_parameter"
+        )
     n = body.get("n")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise _bad("n must be a positive integer.", "n")
@@ -112,8 +113,18 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
         raise _bad("stream_options must be an object.", "stream_options")
     include_usage = bool(options.get("include_usage", False))
     messages = _messages(body.get("messages"))
-    known = {"model", "messages", "stream", "stream_options", "n", "tools", "functions", "tool_choice",
-             "audio", "modalities"}
+    known = {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "tools",
+        "functions",
+        "tool_choice",
+        "audio",
+        "modalities",
+    }
     return ChatRequest(model, messages, stream, include_usage, tuple(sorted(set(body) - known)))
 
 
@@ -127,20 +138,28 @@ def _messages(value: Any) -> tuple[Message, ...]:
             raise _bad(f"{where} must be an object with role and content.", where)
         role = m.get("role")
         if role in ("tool", "function"):
-            raise _bad(f"{where} has role {role!r}: tool results are not supported (the Space has no tools).",
-                       f"{where}.role", "unsupported_parameter")
+            raise _bad(
+                f"{where} has role {role!r}: tool results are not supported (the Space has no tools).",
+                f"{where}.role",
+                "unsupported_parameter",
+            )
         if role not in ROLES:
             raise _bad(f"{where} has role {role!r}; use system, developer, user or assistant.", f"{where}.role")
         if m.get("tool_calls") or m.get("function_call"):
-            raise _bad(f"{where} has tool calls: not supported (the Space has no tools).", f"{where}.tool_calls",
-                       "unsupported_parameter")
+            raise _bad(
+                f"{where} has tool calls: not supported (the Space has no tools).",
+                f"{where}.tool_calls",
+                "unsupported_parameter",
+            )
         text, files = _content(m.get("content"), f"{where}.content")
         if files and ROLES[role] != "user":
             raise _bad(f"{where}: only user messages can attach files.", f"{where}.content")
         out.append(Message(ROLES[role], text, files))
     if out[-1].role != "user":
-        raise _bad(f"The last message (messages[{len(out) - 1}]) must be the user's: that is what the Space "
-                   "answers.", f"messages[{len(out) - 1}].role")
+        raise _bad(
+            f"The last message (messages[{len(out) - 1}]) must be the user's: that is what the Space answers.",
+            f"messages[{len(out) - 1}].role",
+        )
     return tuple(out)
 
 
@@ -161,13 +180,20 @@ def _content(value: Any, where: str) -> tuple[str, tuple[Attachment, ...]]:
         elif kind == "file":
             files.append(_file(part.get("file"), f"{here}.file"))
         elif kind in ("image_url", "input_image", "image"):
-            raise _bad(f"{here} is an image: the Space reads text only (attach UTF-8 text documents as "
-                       "{'type': 'file', ...} parts).", here, "unsupported_content")
+            raise _bad(
+                f"{here} is an image: the Space reads text only (attach UTF-8 text documents as "
+                "{'type': 'file', ...} parts).",
+                here,
+                "unsupported_content",
+            )
         elif kind in ("input_audio", "audio"):
             raise _bad(f"{here} is audio: the Space reads text only.", here, "unsupported_content")
         else:
-            raise _bad(f"{here} must be a {{'type': 'text', 'text': ...}} or {{'type': 'file', 'file': "
-                       "{'filename', 'file_data'}} part.", here)
+            raise _bad(
+                f"{here} must be a {{'type': 'text', 'text': ...}} or {{'type': 'file', 'file': "
+                "{'filename', 'file_data'}} part.",
+                here,
+            )
     return "\n".join(texts), tuple(files)
 
 
@@ -175,8 +201,11 @@ def _file(value: Any, where: str) -> Attachment:
     if not isinstance(value, dict):
         raise _bad(f"{where} must be an object with filename and file_data.", where)
     if value.get("file_id"):
-        raise _bad(f"{where}.file_id: uploaded file ids are not supported; send the document inline as "
-                   "file_data.", f"{where}.file_id", "unsupported_content")
+        raise _bad(
+            f"{where}.file_id: uploaded file ids are not supported; send the document inline as file_data.",
+            f"{where}.file_id",
+            "unsupported_content",
+        )
     data_url = value.get("file_data")
     if not isinstance(data_url, str):
         raise _bad(f"{where}.file_data must be a base64 data URL (data:text/plain;base64,...).", f"{where}.file_data")

@@ -104,8 +104,16 @@ class _Server(uvicorn.Server):
 
 def _config(app: ServeApp, log_level: str) -> uvicorn.Config:
     # http="auto": httptools where installed, else h11; the loop is the one `run` made (loop="none")
-    return uvicorn.Config(app, http="auto", ws="none", lifespan="off", loop="none", log_level=log_level,
-                          access_log=False, timeout_graceful_shutdown=1)
+    return uvicorn.Config(
+        app,
+        http="auto",
+        ws="none",
+        lifespan="off",
+        loop="none",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
 
 
 def stop(server: uvicorn.Server, app: ServeApp) -> None:
@@ -115,8 +123,9 @@ def stop(server: uvicorn.Server, app: ServeApp) -> None:
     server.force_exit = True
 
 
-async def serve_forever(app: ServeApp, sock: socket.socket, on_ready: Callable[[], None],
-                        log_level: str = "warning") -> None:
+async def serve_forever(
+    app: ServeApp, sock: socket.socket, on_ready: Callable[[], None], log_level: str = "warning"
+) -> None:
     """Serve on `sock` until SIGINT or SIGTERM (the foreground server of `qwen-space serve`)."""
     server = _Server(_config(app, log_level), on_ready)
     loop = asyncio.get_running_loop()

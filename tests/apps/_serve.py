@@ -29,8 +29,7 @@ def serve(demo, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-de
     demo.queue()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True,
-                _frontend=False)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True, _frontend=False)
     print(f"http://{args.host}:{args.port}", flush=True)
     os.dup2(2, 1)
     stop.wait()

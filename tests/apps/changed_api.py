@@ -14,8 +14,7 @@ def main() -> None:
     args = arguments("no-chat", "chat")
 
     def respond(message, history):
-        history = (history or []) + [{"role": "user", "content": message},
-                                     {"role": "assistant", "content": "changed"}]
+        history = (history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": "changed"}]
         return "", history
 
     with gr.Blocks() as demo:

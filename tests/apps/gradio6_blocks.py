@@ -73,11 +73,16 @@ def main() -> None:
             time.sleep(0.005)
             yield history
         if args.mode == "parts":
-            history.append({"role": "assistant", "content": [
-                {"type": "text", "text": "Second part."},
-                {"type": "file", "file": {"path": str(CHART)}},
-                {"type": "text", "text": "After the file."},
-            ]})
+            history.append(
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Second part."},
+                        {"type": "file", "file": {"path": str(CHART)}},
+                        {"type": "text", "text": "After the file."},
+                    ],
+                }
+            )
             yield history
 
     with gr.Blocks() as demo:

@@ -37,21 +37,44 @@ class Accepted:
 
 _API = r"^(?:/gradio_api)?"
 ACCEPTED: tuple[Accepted, ...] = (
-    Accepted("page", re.compile(r"^/$|^/\?|^/favicon\.ico$|^/manifest\.json$"),
-             "the page's HTML: the adapter reads the same page from its config instead"),
-    Accepted("page code", re.compile(r"^/(?:assets|static|svelte|custom_component|gradio_api/custom_component)/"
-                                     r"|^(?:/gradio_api)?/theme\.css$|\.(?:js|css|map|woff2?|ttf|svg|png|ico)$"),
-             "the page's scripts, styles and fonts: what the browser runs, not what the page runs on the server"),
-    Accepted("config", re.compile(_API + r"/(?:config|info|api_info)(?:/|$)"),
-             "how each client reads the page (the browser's HTML embeds it; gradio_client asks for it)"),
-    Accepted("app id", re.compile(_API + r"/app_id/?$"),
-             "the adapter checks, before a turn, that the page it holds is the page served (issue 18)"),
-    Accepted("heartbeat", re.compile(_API + r"/heartbeat/"),
-             "the adapter opens no heartbeat on purpose: Gradio drops a closed tab's State an hour later"),
-    Accepted("file display", re.compile(_API + r"/file[=/]"),
-             "the page downloads avatars and attachments to show them; the adapter shows nothing"),
-    Accepted("queue stream", re.compile(_API + r"/queue/data$"),
-             "the transport of queued steps' results, compared through each step's outputs, not per connection"),
+    Accepted(
+        "page",
+        re.compile(r"^/$|^/\?|^/favicon\.ico$|^/manifest\.json$"),
+        "the page's HTML: the adapter reads the same page from its config instead",
+    ),
+    Accepted(
+        "page code",
+        re.compile(
+            r"^/(?:assets|static|svelte|custom_component|gradio_api/custom_component)/"
+            r"|^(?:/gradio_api)?/theme\.css$|\.(?:js|css|map|woff2?|ttf|svg|png|ico)$"
+        ),
+        "the page's scripts, styles and fonts: what the browser runs, not what the page runs on the server",
+    ),
+    Accepted(
+        "config",
+        re.compile(_API + r"/(?:config|info|api_info)(?:/|$)"),
+        "how each client reads the page (the browser's HTML embeds it; gradio_client asks for it)",
+    ),
+    Accepted(
+        "app id",
+        re.compile(_API + r"/app_id/?$"),
+        "the adapter checks, before a turn, that the page it holds is the page served (issue 18)",
+    ),
+    Accepted(
+        "heartbeat",
+        re.compile(_API + r"/heartbeat/"),
+        "the adapter opens no heartbeat on purpose: Gradio drops a closed tab's State an hour later",
+    ),
+    Accepted(
+        "file display",
+        re.compile(_API + r"/file[=/]"),
+        "the page downloads avatars and attachments to show them; the adapter shows nothing",
+    ),
+    Accepted(
+        "queue stream",
+        re.compile(_API + r"/queue/data$"),
+        "the transport of queued steps' results, compared through each step's outputs, not per connection",
+    ),
 )
 
 
@@ -91,9 +114,12 @@ class Normaliser:
         out: list[dict[str, Any]] = []
         for entry in entries:
             prev = out[-1] if out else None
-            if (prev is not None and entry.get("route") == prev.get("route") == "run/predict"
-                    and self.parents.get(entry.get("fn_index")) is not None
-                    and self.parents.get(entry.get("fn_index")) == self.parents.get(prev.get("fn_index"))):
+            if (
+                prev is not None
+                and entry.get("route") == prev.get("route") == "run/predict"
+                and self.parents.get(entry.get("fn_index")) is not None
+                and self.parents.get(entry.get("fn_index")) == self.parents.get(prev.get("fn_index"))
+            ):
                 group = [prev, entry]
                 out[-1:] = sorted(group, key=lambda e: e.get("fn_index") or 0)
             else:
@@ -147,14 +173,22 @@ class Normaliser:
             for p in result if isinstance(result, list) else []:
                 if isinstance(p, str):
                     uploads.setdefault(p, f"<upload {len(uploads)}: {p.rsplit('/', 1)[-1]}>")
-            return {"route": "upload", "status": x["status"],
-                    "parts": [{k: part[k] for k in ("name", "filename", "content_type", "bytes")}
-                              for part in x.get("parts") or []],
-                    "result": result}
+            return {
+                "route": "upload",
+                "status": x["status"],
+                "parts": [
+                    {k: part[k] for k in ("name", "filename", "content_type", "bytes")} for part in x.get("parts") or []
+                ],
+                "result": result,
+            }
         if accepted(path):
             return None
-        return {"route": f"{x['method']} {path}", "query": {k: v for k, v in x.get("query", {}).items()},
-                "body": x.get("json"), "status": x["status"]}
+        return {
+            "route": f"{x['method']} {path}",
+            "query": {k: v for k, v in x.get("query", {}).items()},
+            "body": x.get("json"),
+            "status": x["status"],
+        }
 
     def _step(self, route: str, x: dict[str, Any], completed: dict[str, Any]) -> dict[str, Any]:
         raw = x.get("json")
@@ -238,12 +272,19 @@ def summary(browser: list[dict[str, Any]], adapter: list[dict[str, Any]]) -> lis
             continue
         a_labels, b_labels = [_label(e) for e in mine], [_label(e) for e in theirs]
         if a_labels != b_labels:
-            found.append(f"turn {t['turn']!r}: browser ran [{', '.join(a_labels)}]; "
-                         f"adapter ran [{', '.join(b_labels)}]")
+            found.append(
+                f"turn {t['turn']!r}: browser ran [{', '.join(a_labels)}]; adapter ran [{', '.join(b_labels)}]"
+            )
         pool = list(theirs)
         for e in mine:
-            match = next((o for o in pool if o["route"].split()[-1] == e["route"].split()[-1] and
-                          o.get("fn_index") == e.get("fn_index")), None)
+            match = next(
+                (
+                    o
+                    for o in pool
+                    if o["route"].split()[-1] == e["route"].split()[-1] and o.get("fn_index") == e.get("fn_index")
+                ),
+                None,
+            )
             if match is None:
                 match = next((o for o in pool if "fn_index" in e and o.get("fn_index") == e["fn_index"]), None)
             if match is None:

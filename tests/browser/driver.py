@@ -23,8 +23,14 @@ from .scenario import HEARTBEAT, Outcome, Turn, document
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 TIMEOUT_MS = 60_000
 STUCK_MS = 20_000  # a page that re-enables its input after a failure does so in milliseconds
@@ -98,8 +104,12 @@ def run_browser(chromium: Any, proxy: Any, scenario: list[Turn], folder: Path) -
             try:
                 outcomes.append(_turn(page, proxy, turn, folder))
             except Exception as e:  # kept, so the recording so far is still compared and dumped
-                outcomes.append(Outcome(unfinished=f"the page did not finish turn {turn.label!r}: "
-                                        f"{str(e).splitlines()[0]}; errors in the page: {errors or 'none'}"))
+                outcomes.append(
+                    Outcome(
+                        unfinished=f"the page did not finish turn {turn.label!r}: "
+                        f"{str(e).splitlines()[0]}; errors in the page: {errors or 'none'}"
+                    )
+                )
                 break
     finally:
         context.close()
@@ -124,9 +134,12 @@ def _turn(page: Any, proxy: Any, turn: Turn, folder: Path) -> Outcome:
         page.wait_for_function(_SETTLED, timeout=STUCK_MS if turn.fails else TIMEOUT_MS)
     except Exception as e:
         proxy.wait_idle(ignore=HEARTBEAT)
-        raise TimeoutError(f"the chat input stayed disabled (or the stop button shown) {STUCK_MS // 1000}s after "
-                           "the failed answer, with nothing in flight: a person cannot ask again on this page"
-                           if turn.fails else str(e)) from e
+        raise TimeoutError(
+            f"the chat input stayed disabled (or the stop button shown) {STUCK_MS // 1000}s after "
+            "the failed answer, with nothing in flight: a person cannot ask again on this page"
+            if turn.fails
+            else str(e)
+        ) from e
     proxy.wait_idle(ignore=HEARTBEAT)
     texts = page.evaluate("() => document.body.innerText")
     return Outcome(text=texts, error=FAULT_MARK if turn.fails else None)

@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
     started = time.monotonic()
-    settings = ReplicaSettings(ui=args.ui, agents=args.agents, mention=args.mention,
-                               token_delay=0.005, prefill_base=0.02)
+    settings = ReplicaSettings(
+        ui=args.ui, agents=args.agents, mention=args.mention, token_delay=0.005, prefill_base=0.02
+    )
     with Replica(settings) as replica, browser() as chromium:
         result = run_case(chromium, str(replica.url), args.mention)
     args.output.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))

@@ -24,8 +24,17 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import httpx
 
-HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
-       b"content-length", b"accept-encoding", b"trailer"}
+HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"upgrade",
+    b"proxy-connection",
+    b"content-length",
+    b"accept-encoding",
+    b"trailer",
+}
 
 
 @dataclass
@@ -71,12 +80,14 @@ def parse_multipart(body: bytes, content_type: str) -> list[dict[str, Any]]:
         disp = headers.get("content-disposition", "")
         name = re.search(r'\bname="([^"]*)"', disp)
         filename = re.search(r'filename="([^"]*)"', disp)
-        parts.append({
-            "name": name.group(1) if name else None,
-            "filename": filename.group(1) if filename else None,
-            "content_type": headers.get("content-type"),
-            "bytes": data.decode("utf-8", "replace"),
-        })
+        parts.append(
+            {
+                "name": name.group(1) if name else None,
+                "filename": filename.group(1) if filename else None,
+                "content_type": headers.get("content-type"),
+                "bytes": data.decode("utf-8", "replace"),
+            }
+        )
     return parts
 
 
@@ -222,8 +233,14 @@ class RecordingProxy:
         split = urlsplit(target)
         headers = {k.lower(): v for k, v in request.headers}
         ctype = headers.get(b"content-type", b"").decode()
-        x = Exchange(seq=0, turn=None, method=request.method.decode(), path=split.path,
-                     query=parse_qs(split.query, keep_blank_values=True), content_type=ctype)
+        x = Exchange(
+            seq=0,
+            turn=None,
+            method=request.method.decode(),
+            path=split.path,
+            query=parse_qs(split.query, keep_blank_values=True),
+            content_type=ctype,
+        )
         if body and "json" in ctype:
             try:
                 x.json = json.loads(body)
@@ -243,14 +260,16 @@ class RecordingProxy:
             x.done, x.finished = True, round(time.monotonic() - self._t0, 3)
             self._idle.notify_all()
 
-    async def _forward(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,
-                       body: bytes) -> None:
+    async def _forward(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes
+    ) -> None:
         x = self._record(request, body)
         try:
             headers = [(k, v) for k, v in request.headers if k.lower() not in HOP]
             headers.append((b"accept-encoding", b"identity"))
-            req = self._client.build_request(request.method.decode(), self.upstream + request.target.decode(),
-                                             headers=headers, content=body)
+            req = self._client.build_request(
+                request.method.decode(), self.upstream + request.target.decode(), headers=headers, content=body
+            )
             try:
                 resp = await self._client.send(req, stream=True)
             except httpx.HTTPError as e:

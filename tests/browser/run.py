@@ -63,8 +63,10 @@ class Result:
             "diff": self.diff.splitlines(),
             "browser": self.browser,
             "adapter": self.adapter,
-            "outcomes": {"browser": [o.__dict__ for o in self.browser_outcomes],
-                         "adapter": [o.__dict__ for o in self.adapter_outcomes]},
+            "outcomes": {
+                "browser": [o.__dict__ for o in self.browser_outcomes],
+                "adapter": [o.__dict__ for o in self.adapter_outcomes],
+            },
             "raw": {"browser": self.browser_raw, "adapter": self.adapter_raw},
             "config": self.config,
         }

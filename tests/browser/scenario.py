@@ -95,7 +95,8 @@ async def _adapter(proxy: Any, scenario: list[Turn], folder: Path, result: list[
         outcome = Outcome()
         try:
             stream = Qwen_Qwen_2_5M.create_async_generator(
-                "qwen-2.5-1m-demo", [{"role": "user", "content": turn.text}], **kwargs)
+                "qwen-2.5-1m-demo", [{"role": "user", "content": turn.text}], **kwargs
+            )
             async for item in stream:
                 if isinstance(item, JsonConversation):
                     conversation = item
@@ -105,4 +106,3 @@ async def _adapter(proxy: Any, scenario: list[Turn], folder: Path, result: list[
             outcome.error = f"{type(e).__name__}: {e}"
         result.append(outcome)
         proxy.wait_idle(ignore=HEARTBEAT)
-

@@ -82,8 +82,10 @@ def check_courtesy(
         say(f"qwen-space load: {why}")
     heavy = peak_users is None or peak_users > MAX_SHARED_USERS
     if heavy and (not config.i_own_this_space or owned is False):
-        what = "an open loop (--rate) has no bound on concurrent users" if peak_users is None else (
-            f"{peak_users:g} concurrent users"
+        what = (
+            "an open loop (--rate) has no bound on concurrent users"
+            if peak_users is None
+            else (f"{peak_users:g} concurrent users")
         )
         reason = (
             "the token's account does not own it"
@@ -108,8 +110,12 @@ def describe_plan(config: LoadConfig, levels: Sequence[float] | None = None) -> 
     if levels:
         load += f"; sweep levels {', '.join(f'{x:g}' for x in levels)}"
     stop = " and ".join(
-        s for s in (f"{shape.requests} request(s)" if shape.requests else "",
-                    f"{shape.duration:g} s" if shape.duration else "") if s
+        s
+        for s in (
+            f"{shape.requests} request(s)" if shape.requests else "",
+            f"{shape.duration:g} s" if shape.duration else "",
+        )
+        if s
     )
     lines = [
         f"qwen-space load will send to {config.url}: {load}, conversations of {shape.turns} turn(s), "

@@ -68,9 +68,26 @@ class RequestRecord:
         return self.end if self.status == OK else None
 
     ROW = (
-        "index", "user", "conversation", "turn", "submitted", "status", "error", "queue_wait", "thinking",
-        "ttft", "e2e", "end", "deltas", "chars", "gap_mean", "gap_max", "queue_events", "max_position",
-        "rewrites", "message",
+        "index",
+        "user",
+        "conversation",
+        "turn",
+        "submitted",
+        "status",
+        "error",
+        "queue_wait",
+        "thinking",
+        "ttft",
+        "e2e",
+        "end",
+        "deltas",
+        "chars",
+        "gap_mean",
+        "gap_max",
+        "queue_events",
+        "max_position",
+        "rewrites",
+        "message",
     )
 
     def row(self) -> dict[str, Any]:

@@ -53,8 +53,11 @@ def plot_data(result: LoadResult) -> dict[str, Any]:
     series["requests_per_s"] = [lv["throughput"]["requests_per_s"] for lv in levels]
     series["goodput_per_s"] = [lv["goodput"]["requests_per_s"] for lv in levels]
     series["error_rate"] = [lv["error_rate"] for lv in levels]
-    return {"x": result.sweep or ("users" if result.config.shape.mode == "closed" else "rate"),
-            "levels": [lv["level"] for lv in levels], "series": series}
+    return {
+        "x": result.sweep or ("users" if result.config.shape.mode == "closed" else "rate"),
+        "levels": [lv["level"] for lv in levels],
+        "series": series,
+    }
 
 
 def to_dict(result: LoadResult) -> dict[str, Any]:
@@ -141,8 +144,7 @@ def sweep_table(result: LoadResult) -> str:
     """One markdown row per level: the README's sweep table."""
     x = result.sweep or "level"
     head = (
-        f"| {x} | requests | errors | queue wait p50 / p99 | TTFT p50 / p99 | e2e p50 / p99 "
-        "| requests/s | goodput/s |"
+        f"| {x} | requests | errors | queue wait p50 / p99 | TTFT p50 / p99 | e2e p50 / p99 | requests/s | goodput/s |"
     )
     rows = [head, "|" + "---|" * 8]
     for lv in result.levels:

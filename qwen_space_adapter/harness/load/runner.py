@@ -36,8 +36,9 @@ def poisson_gaps(rate: float, seed: int) -> Iterator[float]:
 class LevelRun:
     """One level: starts users or arrivals, times every request, and stops on demand."""
 
-    def __init__(self, config: LoadConfig, shape: Shape, on_progress: Callable[[Progress], None] | None,
-                 progress_every: float) -> None:
+    def __init__(
+        self, config: LoadConfig, shape: Shape, on_progress: Callable[[Progress], None] | None, progress_every: float
+    ) -> None:
         self.config, self.shape = config, shape.check()
         self.on_progress, self.progress_every = on_progress, progress_every
         self.records: list[RequestRecord] = []
@@ -152,7 +153,10 @@ class LevelRun:
             index = self.claim() if turn + 1 < self.shape.turns else None
 
     async def _request(
-        self, rec: RequestRecord, messages: list[dict[str, str]], conversation: JsonConversation | None,
+        self,
+        rec: RequestRecord,
+        messages: list[dict[str, str]],
+        conversation: JsonConversation | None,
         files: tuple[str, ...],
     ) -> JsonConversation | None:
         """Send one request and time every item on arrival; every outcome lands on `rec`."""
