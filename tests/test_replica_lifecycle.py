@@ -384,3 +384,41 @@ def test_a_port_left_by_a_killed_server_can_be_used_again() -> None:
         other.listen()
         with pytest.raises(ReplicaError, match="is not free"):
             check_port("127.0.0.1", other.getsockname()[1])
+
+
+STUCK_REPLICA = """
+import importlib.util, signal, sys, time
+spec = importlib.util.spec_from_file_location("serving", sys.argv[1])
+serving = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(serving)
+serving.CLOSE_GRACE = 0.5
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a clean stop that never happens
+serving.watch_parent()
+print("watching", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_replica_whose_clean_stop_hangs_still_dies_with_its_parent() -> None:
+    """The watchdog asks for a clean stop when its parent is gone; when that does not end the
+    process (a stuck main thread, a close that hangs), the watchdog ends it itself."""
+    from qwen_space_adapter.replica import serving
+
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_REPLICA, serving.__file__],
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=(read,),
+        env={**os.environ, serving.PARENT_FD_ENV: str(read)},
+    )
+    os.close(read)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "watching"
+        os.close(write)  # the parent's end: as if the parent died
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -30,6 +30,12 @@ READY = "qwen-replica-ready "
 
 PARENT_FD_ENV = "QWEN_REPLICA_PARENT_FD"
 STOP = threading.Event()
+CLOSE_GRACE = 5.0  # seconds a stopping replica gives Gradio's close before it exits anyway
+
+
+def _exit_now() -> None:
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def watch_parent() -> None:
@@ -48,7 +54,11 @@ def watch_parent() -> None:
                 pass
         except OSError:
             pass
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a clean stop, as the launcher would ask for
+        # Nobody is left to ask twice: if the clean stop does not end the process (its main
+        # thread stuck, a close that hangs), this thread does, a little later.
+        time.sleep(2 * CLOSE_GRACE)
+        _exit_now()
 
     threading.Thread(target=wait, name="parent-watchdog", daemon=True).start()
 
@@ -286,10 +296,13 @@ def hook_launch(gr: Any, settings: argparse.Namespace) -> None:
         os.dup2(2, 1)  # later output goes to the log, not to the launcher's pipe
         while not STOP.wait(3600):
             pass
+        # Gradio's close waits for its server's connections to end; on a loaded machine, or with
+        # a client that keeps a stream open, that can outlast any parent's patience. A stopped
+        # replica exits within CLOSE_GRACE seconds whatever its close does.
+        threading.Timer(CLOSE_GRACE, _exit_now).start()
         try:
             self.close(verbose=False)
         finally:
-            sys.stderr.flush()
-            os._exit(0)
+            _exit_now()
 
     gr.Blocks.launch = launch
