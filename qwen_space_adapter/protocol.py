@@ -166,7 +166,21 @@ class JobFollower:
             if not msg.get("success", True) or "error" in output:
                 raise app_error(output.get("error"))
             self.succeeded = True
-            return Completed(list(output.get("data", [])))
+            data = list(output.get("data", []))
+            if self.current is None and self.diffs and any(is_diff(d) for d in data):
+                # Gradio 4 keys diff streams by the generator's id() and keeps the streams of
+                # generators that were cancelled: an unqueued generator step (run to its first
+                # yield) that draws a stale id answers with a diff against that stream instead
+                # of its value. Read it against the session's unfinished streams, as a queued
+                # step's first update is; never store a diff as a value.
+                rebased = self._rebase(data)
+                if rebased is None:
+                    raise StreamInterruptedError(
+                        f"The Space at {self.url} answered a step with a diff against a stream this "
+                        "process does not hold (Gradio 4 reuses a stopped answer's stream). Retry the request."
+                    )
+                data = rebased
+            return Completed(data)
         if kind == gci.READER_ENDED:
             self.finished = True
             if isinstance(msg.get("error"), StreamInterruptedError):  # the adapter ended it (issue 19)

@@ -19,11 +19,16 @@ import anyio
 import pytest
 from threadcount import settle_threads, thread_count
 
-from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M, ending
+from qwen_space_adapter import JsonConversation, Qwen_Qwen_2_5M, StreamInterruptedError, ending
 
 pytestmark = pytest.mark.anyio
 ROUNDS = int(os.environ.get("QWEN_SPACE_STOP_ROUNDS", "10"))
 FLAVORS = {"hand": {}, "qwen-agent": {"ui": "qwen-agent"}, "gradio6": {"ui": "gradio6"}}
+# A limit of the Space's own stack, named once (issue 19): Gradio 4.44 keys diff streams by a
+# generator's id() and keeps a cancelled one's; an unqueued generator step (Qwen-Agent's add_text)
+# that draws the same id answers with a diff against it. The adapter refuses it with this error
+# instead of storing a diff as the chatbot; the test then starts the conversation again.
+STALE_STREAM = "Gradio 4 reuses a stopped answer's stream"
 
 
 async def _turn(url: str, msgs: list[dict[str, str]], conv: Any, stop_at: float | None) -> tuple[str, Any]:
@@ -51,19 +56,40 @@ async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replic
     baseline = settle_threads(thread_count())
     msgs: list[dict[str, str]] = []
     conv = None
+    stale = 0
     for i in range(ROUNDS):
         stop_at = rnd.uniform(0.0, 1.0)
         msgs.append({"role": "user", "content": f"stopped {i} [[tokens=60]]"})
-        _, conv = await _turn(replica.url, msgs, conv, stop_at)
+        try:
+            _, conv = await _turn(replica.url, msgs, conv, stop_at)
+        except StreamInterruptedError as exc:
+            if STALE_STREAM not in str(exc):
+                raise
+            stale += 1
+            msgs, conv = [], None
+            continue
+        except Exception as exc:  # the answer failed before the stop: the Space's log says why
+            raise AssertionError(
+                f"round {i}, the turn to stop at {stop_at:.3f} s failed first: {exc!r}\nthe Space's log:\n"
+                + replica.log_tail(80)
+            ) from exc
         msgs += [{"role": "assistant", "content": "(stopped)"}, {"role": "user", "content": f"again {i}"}]
         try:
             text, conv = await _turn(replica.url, msgs, conv, None)
+        except StreamInterruptedError as exc:
+            if STALE_STREAM not in str(exc):
+                raise
+            stale += 1
+            msgs, conv = [], None
+            continue
         except Exception as exc:
             raise AssertionError(
                 f"round {i}, stopped at {stop_at:.3f} s: {exc!r}\nthe Space's log:\n" + replica.log_tail(60)
             ) from exc
         assert text.startswith(f'You said: "again {i}".'), f"round {i}, stopped at {stop_at:.3f} s: {text!r}"
         msgs.append({"role": "assistant", "content": text})
+    assert stale < ROUNDS / 2, f"{stale} of {ROUNDS} rounds met Gradio 4's stale stream"
+    assert stale == 0 or flavor == "qwen-agent", "only Gradio 4's unqueued generator steps meet it"
     assert await anyio.to_thread.run_sync(ending.wait_all, 15.0)
     assert replica.wait_idle(15)["active"] == 0, "a stopped generation still runs on the Space"
     assert settle_threads(baseline) <= baseline
