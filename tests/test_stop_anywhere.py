@@ -49,6 +49,17 @@ async def _turn(url: str, msgs: list[dict[str, str]], conv: Any, stop_at: float 
     return text, conv
 
 
+async def _checked(replica: Any, what: str, turn: Any) -> tuple[str, Any] | None:
+    """A turn's outcome; None when it met the Space's stale stream (`STALE_STREAM`). Any other
+    failure fails the test with the Space's log, which says why."""
+    try:
+        return await turn
+    except Exception as exc:
+        if isinstance(exc, StreamInterruptedError) and STALE_STREAM in str(exc):
+            return None
+        raise AssertionError(f"{what}: {exc!r}\nthe Space's log:\n" + replica.log_tail(80)) from exc
+
+
 @pytest.mark.parametrize("flavor", sorted(FLAVORS))
 async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replica, flavor, anyio_backend):
     replica = qwen_shared_replica(**FLAVORS[flavor])
@@ -60,32 +71,25 @@ async def test_stop_at_a_random_moment_then_ask_again_at_once(qwen_shared_replic
     for i in range(ROUNDS):
         stop_at = rnd.uniform(0.0, 1.0)
         msgs.append({"role": "user", "content": f"stopped {i} [[tokens=60]]"})
-        try:
-            _, conv = await _turn(replica.url, msgs, conv, stop_at)
-        except StreamInterruptedError as exc:
-            if STALE_STREAM not in str(exc):
-                raise
+        stopped = await _checked(
+            replica,
+            f"round {i}, the turn to stop at {stop_at:.3f} s failed first",
+            _turn(replica.url, msgs, conv, stop_at),
+        )
+        if stopped is None:
             stale += 1
             msgs, conv = [], None
             continue
-        except Exception as exc:  # the answer failed before the stop: the Space's log says why
-            raise AssertionError(
-                f"round {i}, the turn to stop at {stop_at:.3f} s failed first: {exc!r}\nthe Space's log:\n"
-                + replica.log_tail(80)
-            ) from exc
+        conv = stopped[1]
         msgs += [{"role": "assistant", "content": "(stopped)"}, {"role": "user", "content": f"again {i}"}]
-        try:
-            text, conv = await _turn(replica.url, msgs, conv, None)
-        except StreamInterruptedError as exc:
-            if STALE_STREAM not in str(exc):
-                raise
+        answered = await _checked(
+            replica, f"round {i}, stopped at {stop_at:.3f} s", _turn(replica.url, msgs, conv, None)
+        )
+        if answered is None:
             stale += 1
             msgs, conv = [], None
             continue
-        except Exception as exc:
-            raise AssertionError(
-                f"round {i}, stopped at {stop_at:.3f} s: {exc!r}\nthe Space's log:\n" + replica.log_tail(60)
-            ) from exc
+        text, conv = answered
         assert text.startswith(f'You said: "again {i}".'), f"round {i}, stopped at {stop_at:.3f} s: {text!r}"
         msgs.append({"role": "assistant", "content": text})
     assert stale < ROUNDS / 2, f"{stale} of {ROUNDS} rounds met Gradio 4's stale stream"
