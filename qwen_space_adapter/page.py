@@ -253,6 +253,10 @@ class Page:
                 continue
             values[comp_id] = value
 
+    def held(self, step: Step, values: dict[int, Any]) -> list[Any]:
+        """The values the page holds for a step's outputs, in wire order (None for state)."""
+        return [None if self._is_state(i) else values.get(i) for i in step.outputs]
+
     def chatbot_of(self, step: Step, data: list[Any]) -> Any:
         """The chatbot among a step's outputs (None when the step does not output it)."""
         for comp_id, value in zip(step.outputs, data, strict=False):

@@ -10,6 +10,7 @@ job (`bridge.py`), and each is applied where it arrives, diffs in place.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from .failures import app_error, translate
 from .page import as_wire
 from .workers import Channel
 
+log = logging.getLogger("qwen_space_adapter")
 PLAIN_EVENT = "qwen_space_adapter:plain-call"  # the follower's event id for an unqueued step
 
 
@@ -57,12 +59,15 @@ class JobFollower:
         bases: list[list[Any]] | None = None,
         accept: Callable[[list[Any]], bool] | None = None,
         own: set[str] | None = None,
+        guess: tuple[list[Any], Callable[[list[Any]], bool]] | None = None,
     ) -> None:
         self.url = url
         self.skipped = skipped  # per output: does gradio_client leave it out of a result
         self.diffs = diffs  # sse_v2+ sends diffs after the first generating message
         self.bases = bases or []  # last outputs of this session's unfinished streams, newest first
         self.accept = accept or (lambda outputs: True)  # does a rebased value belong to this job
+        # the last base to try, with its own (stricter) check: the values the page holds now
+        self.guess = guess
         self.channel = Channel()
         self.event_id: str | None = None
         self.finished = False
@@ -145,7 +150,7 @@ class JobFollower:
             data = msg.get("output", {}).get("data", [])
             if self.lost:
                 return _IGNORED
-            if self.current is None and self.diffs and any(is_diff(d) for d in data):
+            if self.current is None and self.diffs and self._stale(data):
                 self.current = self._rebase(data)
                 if self.current is None:
                     self.lost = True
@@ -167,17 +172,19 @@ class JobFollower:
                 raise app_error(output.get("error"))
             self.succeeded = True
             data = list(output.get("data", []))
-            if self.current is None and self.diffs and any(is_diff(d) for d in data):
-                # Gradio 4 keys diff streams by the generator's id() and keeps the streams of
-                # generators that were cancelled: an unqueued generator step (run to its first
-                # yield) that draws a stale id answers with a diff against that stream instead
-                # of its value. Read it against the session's unfinished streams, as a queued
-                # step's first update is; never store a diff as a value.
+            if self.current is None and self.diffs and self._stale(data):
+                # Gradio 4 and 5 key diff streams by the generator's id() and never end the
+                # streams of generators that were cancelled, nor of unqueued ones (run to their
+                # first yield): an unqueued generator step that draws a stale id answers with
+                # a diff against that stream instead of its value. Read it against the
+                # session's unfinished streams, as a queued step's first update is; never
+                # store a diff as a value.
                 rebased = self._rebase(data)
                 if rebased is None:
                     raise StreamInterruptedError(
                         f"The Space at {self.url} answered a step with a diff against a stream this "
-                        "process does not hold (Gradio 4 reuses a stopped answer's stream). Retry the request."
+                        f"process does not hold ({STALE_STREAM}). Retry the request; if it fails "
+                        "again, start a new conversation."
                     )
                 data = rebased
             return Completed(data)
@@ -194,28 +201,45 @@ class JobFollower:
             raise StreamInterruptedError(f"The Space at {self.url} stopped while answering. Retry the request.")
         return _IGNORED
 
+    def _stale(self, data: list[Any]) -> bool:
+        """Whether a step's first outputs are a diff against a stale stream: some output is a
+        diff, or every one is `[]`, Gradio's "unchanged" (a stale stream that already held
+        the value), for a generator step the page sent a chatbot to (it has a `guess`)."""
+        if any(is_diff(d) for d in data):
+            return True
+        return bool(data) and all(d == [] for d in data) and self.guess is not None
+
     def _rebase(self, data: list[Any]) -> list[Any] | None:
         """The outputs after a first update that is a diff, or None if no base fits.
 
-        Gradio 4 keys its diff streams by the id() of the generator, and never drops the stream
-        of a generator that failed or was cancelled: a later generator of the same session that
-        gets the same id() has its first update sent as a diff against that stale stream. The
-        stale value is the last one this session saw of an unfinished stream, so try those.
+        Gradio 4 and 5 key their diff streams by the id() of the generator, and never drop the
+        stream of a generator that failed, was cancelled or ran unqueued: a later generator of
+        the same session that gets the same id() has its first update sent as a diff against
+        that stale stream. The stale value is most often one this process saw last of such a
+        stream, so try those; then the values the page holds (a conversation continued by
+        another process: its last step's result led to them), under a stricter check.
         """
-        for base in self.bases:
+        changes = any(is_diff(d) for d in data)
+        candidates = [(base, self.accept) for base in self.bases]
+        if self.guess is not None and changes:  # unchanged against the page's values says nothing
+            candidates.append(self.guess)
+        for n, (base, accept) in enumerate(candidates):
             current = copy.deepcopy(base)
             try:
                 for i, diff in enumerate(data):
                     while i >= len(current):
                         current.append(None)
-                    current[i] = apply_diff(current[i], diff) if is_diff(diff) else diff
+                    # every output of a diff update is a diff: [] is "unchanged", not a value
+                    current[i] = apply_diff(current[i], diff) if is_diff(diff) or diff == [] else diff
             except (IndexError, KeyError, TypeError, ValueError, QwenSpaceError):
                 continue
-            if self.accept(current):
+            if accept(current):
+                log.debug("a first update was a diff against a stale stream of %s: read against base %d", self.url, n)
                 return current
         return None
 
 
+STALE_STREAM = "Gradio 4 and 5 reuse the stream of a generator they never ended"
 _IGNORED = object()
 _LIVE = frozenset({"process_starts", "process_generating"})  # messages of an event that runs now
 
@@ -233,4 +257,4 @@ def is_diff(value: Any) -> bool:
     )
 
 
-__all__ = ["Completed", "JobEvent", "JobFollower", "Output", "Queued", "is_diff"]
+__all__ = ["STALE_STREAM", "Completed", "JobEvent", "JobFollower", "Output", "Queued", "is_diff"]

@@ -6,8 +6,9 @@ readers on one session steal each other's messages: `SessionGate` lets one turn 
 at a time, and the turn's ending (`ending.py`) ends its reader before the gate opens for the
 next turn. The session's memory: the events this process joined (`own_events`: any other live
 event of the session is another client using it) and the last outputs of streams that ended
-unfinished (`unfinished_bases`: Gradio 4 may send a later stream's first update as a diff
-against one of them). The config cache is `config_cache.py`, a turn's client `clients.py`.
+unfinished, and of unqueued generator steps, whose streams Gradio 4 never ends
+(`unfinished_bases`: Gradio 4 may send a later stream's first update, or a later unqueued
+step's result, as a diff against one of them). The config cache is `config_cache.py`, a turn's client `clients.py`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def gate(url: str, session_hash: str) -> SessionGate:
 
 _UNFINISHED: dict[tuple[str, str], list[list[Any]]] = {}
 _UNFINISHED_GUARD = threading.Lock()
-UNFINISHED_KEPT = 4  # per session; older ones are unlikely to be reused by the Space
+UNFINISHED_KEPT = 6  # per session (a stopped turn leaves two); older ones are unlikely to be reused
 UNFINISHED_SESSIONS = 1024
 
 
@@ -100,7 +101,8 @@ def unfinished_bases(url: str, session_hash: str) -> list[list[Any]]:
 
 
 def remember_unfinished(url: str, session_hash: str, outputs: list[Any] | None) -> None:
-    """Keep the last outputs of a stream that failed or was left: see `JobFollower._rebase`."""
+    """Keep the last outputs of a stream that the Space never ended (failed, left, or an
+    unqueued generator's first yield): see `JobFollower._rebase`."""
     if outputs is None:
         return
     with _UNFINISHED_GUARD:

@@ -57,15 +57,16 @@ def _user_side(entry: Any) -> Any:
     return user.get("text", user.get("content")) if isinstance(user, dict) else user
 
 
-def _extends(chatbot: Any, sent: Any) -> bool:
+def _extends(chatbot: Any, sent: Any, answer: bool = True) -> bool:
     """Whether `chatbot` continues the chatbot `sent` to the step: the same user messages in the
-    same places, and nothing after them but answer parts."""
+    same places, and after them nothing but answer parts (the answer step) or anything (a step
+    before it, which adds the user's message)."""
     if not isinstance(sent, list):
         return True
     if not isinstance(chatbot, list) or len(chatbot) < len(sent):
         return False
     same = [_user_side(x) for x in chatbot[: len(sent)]] == [_user_side(x) for x in sent]
-    return same and all(_user_side(x) is None for x in chatbot[len(sent) :])
+    return same and (not answer or all(_user_side(x) is None for x in chatbot[len(sent) :]))
 
 
 class Turn:
@@ -121,13 +122,26 @@ class Turn:
         skipped = page.skipped_outputs(step)
         args = page.args(step, self.values)
         sent = self.values.get(page.chatbot_id) if page.chatbot_id in step.inputs else None
+
+        def accept(outputs: list[Any]) -> bool:
+            return _extends(page.chatbot_of(step, outputs), sent, step is page.answer_step)
+
+        def accept_guess(outputs: list[Any]) -> bool:
+            # read against the page's values, the messages before the last must come out as
+            # they went in: a diff against another base would change or shift them
+            chatbot = page.chatbot_of(step, outputs)
+            kept = sent[:-1] if isinstance(sent, list) else []
+            return accept(outputs) and isinstance(chatbot, list) and chatbot[: len(kept)] == kept
+
+        guessable = step.generator and page.chatbot_id in step.outputs and isinstance(sent, list) and bool(sent)
         follower = protocol.JobFollower(
             url,
             page.protocol != "sse_v1",
             skipped,
             session.unfinished_bases(url, session_hash),
-            accept=lambda outputs: _extends(page.chatbot_of(step, outputs), sent),
+            accept=accept,
             own=session.own_events(url, session_hash),
+            guess=(page.held(step, self.values), accept_guess) if guessable else None,
         )
         if router is not None:
             router.follower = follower
@@ -146,6 +160,7 @@ class Turn:
             raise translate(exc, url) from None
         public = step.queued and router is None
         events = bridge.follow_job_public(job, skipped, url) if public else follower.events()
+        result: list[Any] | None = None
         try:
             while True:
                 try:
@@ -155,6 +170,8 @@ class Turn:
                 done = isinstance(event, protocol.Completed)
                 follower.finished = follower.finished or done
                 follower.succeeded = follower.succeeded or done
+                if isinstance(event, protocol.Completed):
+                    result = event.data
                 if isinstance(event, protocol.Output) and step is page.answer_step:
                     self.last_outputs = event.data
                 yield event
@@ -166,6 +183,11 @@ class Turn:
                 self.last_outputs = list(follower.current)
             if not follower.succeeded and step.generator:
                 session.remember_unfinished(url, session_hash, follower.current)
+            elif step.generator and not step.queued:
+                # Gradio 4 runs an unqueued generator to its first yield and never ends its
+                # stream: a later generator of the session that draws the same id() gets its
+                # first update as a diff against this result (`JobFollower._rebase`).
+                session.remember_unfinished(url, session_hash, result)
             if not follower.finished:
                 client.left_unfinished = True
                 self.unfinished.append(job)

@@ -34,3 +34,11 @@ def serve(demo, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-de
     os.dup2(2, 1)
     stop.wait()
     demo.close()
+
+
+def step_named(demo, name: str):  # type: ignore[no-untyped-def]
+    """The page's step (a Gradio `BlockFunction`) whose function is called `name`: the apps that
+    wrap the replica change one step of it and leave the rest as it is."""
+    fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
+    (block_fn,) = [f for f in fns if getattr(f.fn, "__name__", "") == name]
+    return block_fn

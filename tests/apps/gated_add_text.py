@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPLICA_DIR))
 
 import app  # noqa: E402  (the replica app: starts its parent watchdog and signal handling)
 import serving  # noqa: E402
+from _serve import step_named  # noqa: E402
 
 ENTERED = threading.Event()
 RELEASE = threading.Event()
@@ -33,8 +34,7 @@ GATE_LIMIT = 120.0  # seconds an add_text waits at most, so a forgotten gate can
 
 def build(settings):
     demo = original_build(settings)
-    fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
-    (block_fn,) = [f for f in fns if getattr(f.fn, "__name__", "") == "add_text"]
+    block_fn = step_named(demo, "add_text")
     inner = block_fn.fn
 
     @functools.wraps(inner)
