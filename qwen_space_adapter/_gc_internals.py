@@ -11,6 +11,10 @@ Why internals at all: the public API cannot meet the targets in `docs/benchmark-
 - gradio_client builds every later URL from the Space's config (`api_prefix`): a config could send
   the token, cookies and files to another host. `AdapterClient` checks every URL it derives, and the
   adapter's own requests go through `derived_url`, so nothing leaves the origin the caller named.
+- huggingface_hub 2.x fetches a list of AI agents from `$HF_ENDPOINT` (often a mirror) the first time a
+  process builds Hub headers, which gradio_client does in every `Client`: a request to a host the caller did
+  not name, up to 3 s of a first turn offline. `quiet_agent_registry` resolves it as huggingface_hub does
+  when the Hub is unreachable (its cached copy, else none), before the first client is built.
 - httpx timeouts are per read: a server that trickles a byte at a time holds a request (and its
   thread and socket) forever. `Deadline` gives each plain request a total deadline.
 - gradio_client's SSE reader thread cannot be stopped: it reads until the Space closes the
@@ -377,6 +381,7 @@ class AdapterClient(Client):
         self.reader_timeout = reader_timeout
         self.left_unfinished = False  # a job was cancelled before it completed
         self.refused: StreamInterruptedError | None = None  # why the reader was ended, if by us
+        quiet_agent_registry()  # before gradio_client builds its Hub headers
         super().__init__(src, **kwargs)
         self.httpx_kwargs: dict[str, Any] = _ReaderKwargs(dict(self.httpx_kwargs), self)
         if self._cached is not None and self._templates:
@@ -441,6 +446,26 @@ class AdapterClient(Client):
     def _telemetry_thread(self) -> None:
         # Telemetry would open a connection to huggingface.co from a thread per client.
         return None
+
+
+def quiet_agent_registry() -> None:
+    """Resolve huggingface_hub's agent registry without fetching it (see the module's docstring).
+
+    Detection still works from a cached copy; only the fetch is skipped. Hub versions without
+    the registry need nothing; `tests/test_origin.py` fails if a later one fetches some other way.
+    """
+    try:
+        from huggingface_hub import constants as hub_constants
+        from huggingface_hub.utils import _detect_agent as registry
+    except ImportError:
+        return
+    if getattr(registry, "_registry", "absent") is not None:
+        return  # resolved already, or a version without it
+    path = getattr(hub_constants, "AGENT_HARNESSES_PATH", None)
+    read = getattr(registry, "_read_cached_registry", None)
+    cached = read(path, max_age=None) if path and callable(read) else None
+    empty: Any = getattr(registry, "_EMPTY_REGISTRY", {"standardEnvVars": [], "harnesses": {}})
+    registry._registry = cached or empty
 
 
 def _rebound(endpoint: Any, client: Client) -> Any:

@@ -121,3 +121,29 @@ def test_the_config_fetching_client_opens_no_heartbeat(mocker):
         assert info.config["connect_heartbeat"] is False  # nor will any client built from it
         assert not any("heartbeat" in p for p in space.paths())
         assert space.paths() == ["/config", "/info"]
+
+
+def test_no_host_but_the_spaces_is_looked_up_when_its_page_is_read(monkeypatch):
+    """huggingface_hub 2.x fetches a list of AI agents from `$HF_ENDPOINT` the first time a
+    process builds Hub headers, as gradio_client does for every client: a turn against a local
+    Space must resolve no other host (here: a fresh process's registry, with no cached copy)."""
+    registry = pytest.importorskip("huggingface_hub.utils._detect_agent")
+    import socket
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(registry, "_registry", None)
+    monkeypatch.setattr(huggingface_hub.constants, "AGENT_HARNESSES_PATH", "/nonexistent/agent-harnesses.json")
+    hosts: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def recorded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hosts.append(str(host))
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recorded)
+    with fake_space("127.0.0.1") as space:
+        space.serve_page(page_config())
+        target = parse_options(None, {"space": space.url}).target
+        config_cache._fetch_info(target, connect_timeout=10)
+    assert hosts and set(hosts) == {"127.0.0.1"}, hosts
