@@ -50,18 +50,7 @@ def build(settings: argparse.Namespace) -> gr.Blocks:
         if not _task_history or _task_history[-1]["role"] != "user":
             raise gr.Error("Nothing to answer: submit a message first.")
         req = model.request_from_history(_task_history)
-        p = model.plan(
-            req,
-            token_delay=settings.token_delay,
-            prefill_base=settings.prefill_base,
-            prefill_per_mb=settings.prefill_per_mb,
-        )
-        record = {
-            "user_text": req.user_text,
-            "history_turns": len(req.history),
-            "files": [name for name, _ in req.files],
-            "number": _number,
-        }
+        p, record = model.planned(req, settings, number=_number)
         with STATS.generation(record) as outcome:
             if settings.replay:  # answer with a recorded transcript's turn instead of the model
                 bot = None

@@ -82,17 +82,7 @@ def history_of(message: dict[str, Any], history: list[dict[str, Any]]) -> list[d
 def build(settings: Any) -> gr.ChatInterface:
     async def respond(message: dict[str, Any], history: list[dict[str, Any]]) -> AsyncIterator[str]:
         req = model.request_from_history(history_of(message, history))
-        p = model.plan(
-            req,
-            token_delay=settings.token_delay,
-            prefill_base=settings.prefill_base,
-            prefill_per_mb=settings.prefill_per_mb,
-        )
-        record = {
-            "user_text": req.user_text,
-            "history_turns": len(req.history),
-            "files": [name for name, _ in req.files],
-        }
+        p, record = model.planned(req, settings)
         with STATS.generation(record) as outcome:
             if settings.replay:  # answer with a recorded transcript's turn instead of the model
                 player = replay.load(settings.replay)

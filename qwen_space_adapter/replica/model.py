@@ -151,6 +151,19 @@ def tokenize(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
+def planned(req: Request, settings: Any, **extra: Any) -> tuple[Plan, dict[str, Any]]:
+    """One request's plan under the launch settings, and the record the stats keep of it: every
+    page answers through this, so all of them pace, fault and count alike."""
+    p = plan(
+        req,
+        token_delay=settings.token_delay,
+        prefill_base=settings.prefill_base,
+        prefill_per_mb=settings.prefill_per_mb,
+    )
+    files = [name for name, _ in req.files]
+    return p, {"user_text": req.user_text, "history_turns": len(req.history), "files": files, **extra}
+
+
 def plan(
     req: Request,
     *,

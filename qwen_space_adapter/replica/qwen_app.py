@@ -86,15 +86,8 @@ class ReplicaAgent(Agent):
         Each yield is marked as parked in the stats until Gradio pulls the next one: that is how
         a cancel is seen, since Gradio stops pulling a cancelled sync generator without closing it.
         """
-        s = self.settings
         req = model.request_from_history(messages)
-        p = model.plan(req, token_delay=s.token_delay, prefill_base=s.prefill_base, prefill_per_mb=s.prefill_per_mb)
-        record = {
-            "user_text": req.user_text,
-            "history_turns": len(req.history),
-            "files": [name for name, _ in req.files],
-            "agent": self.name,
-        }
+        p, record = model.planned(req, self.settings, agent=self.name)
         with STATS.generation(record, _probe()) as outcome:
             try:
                 for responses in self._respond(req, p, record, outcome):
