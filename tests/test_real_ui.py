@@ -34,9 +34,14 @@ REAL_UI = [name for name in LAYOUTS if name.startswith("qa")]  # Qwen-Agent's UI
 pytestmark = pytest.mark.anyio
 
 
+REPLICAS: dict[str, Any] = {}  # url -> replica: a failing test shows the Space's log
+
+
 @pytest.fixture(params=list(LAYOUTS))
 def space(request: pytest.FixtureRequest, qwen_shared_replica: Any) -> str:
-    return str(qwen_shared_replica(**LAYOUTS[request.param]).url)
+    replica = qwen_shared_replica(**LAYOUTS[request.param])
+    REPLICAS[str(replica.url)] = replica
+    return str(replica.url)
 
 
 @pytest.fixture
@@ -145,9 +150,12 @@ async def test_conversations_in_parallel_stay_apart(space):
         ]
         results[i], _, _ = await ask(space, msgs, conversation=conv)
 
-    async with anyio.create_task_group() as tg:
-        for i in range(4):
-            tg.start_soon(one, i)
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+    except BaseException as exc:
+        raise AssertionError(f"{exc!r}\nthe Space's log:\n{REPLICAS[space].log_tail(80)}") from exc
     for i, text in results.items():
         assert f'your first message was: "I am number {i}"' in text
 
