@@ -8,7 +8,8 @@ next turn. The session's memory: the events this process joined (`own_events`: a
 event of the session is another client using it) and the last outputs of streams that ended
 unfinished, and of unqueued generator steps, whose streams Gradio 4 never ends
 (`unfinished_bases`: Gradio 4 may send a later stream's first update, or a later unqueued
-step's result, as a diff against one of them). The config cache is `config_cache.py`, a turn's client `clients.py`.
+step's result, as a diff against one of them). The config cache is `config_cache.py`, a
+turn's client `clients.py`.
 """
 
 from __future__ import annotations
