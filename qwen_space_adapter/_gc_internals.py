@@ -21,11 +21,15 @@ Why internals at all: the public API cannot meet the targets in `docs/benchmark-
   stream. A reader left behind on a session takes the next turn's messages, so every turn must
   end its reader. `AdapterClient` hands the reader (and only the reader: it is the one caller of
   `httpx_kwargs.copy()` once the heartbeat is off) a transport it can shut from another thread.
+- Gradio closes a session's stream once its last pending event completes, and a step joined as that close
+  is on the wire can register with gradio_client before its reader thread reads the close: gradio_client
+  ends the step with that reader. `AdapterClient.resume_reader` follows it on a new reader instead.
 
 What is used: `Client._get_config`, `Client._get_api_info`, `Client._telemetry_thread` (overridden),
-`Client.httpx_kwargs.copy()` in `stream_messages`, and `Client.pending_messages_per_event` (a dict
+`Client.httpx_kwargs.copy()` in `stream_messages`, `Client.pending_messages_per_event` (a dict
 of deques that the client's reader appends to and `send_data` registers events in with
-`setdefault`). `problems()` checks each of them; when one is
+`setdefault`), and the reader bookkeeping `send_data` keeps under `pending_lock` (`stream_open`,
+`stream_epoch`, `pending_event_epoch`). `problems()` checks each of them; when one is
 missing or changed, `tap_supported()` is false and the adapter uses the public `Job` API instead
 (slower, same results). `tests/test_gc_internals.py` fails loudly when these internals change.
 """
@@ -36,6 +40,7 @@ import concurrent.futures
 import copy
 import functools
 import inspect
+import json
 import socket
 import threading
 import time
@@ -111,6 +116,12 @@ def problems() -> list[str]:
         found.append("Endpoint no longer holds its client as _client (AdapterClient rebinds copies)")
     if "self.httpx_kwargs.copy()" not in stream_src:
         found.append("Client.stream_messages no longer copies httpx_kwargs for its reader")
+    # `AdapterClient.resume_reader` opens a reader as `send_data` does, and ends it the same way.
+    for needed in ("self.stream_epoch += 1", "self.pending_event_epoch.get(eid, epoch + 1) <= epoch"):
+        if needed not in send_src:
+            found.append(f"Client.send_data no longer counts events per reader ({needed!r})")
+    if "ServerMessage.close_stream" not in stream_src:
+        found.append("Client.stream_messages no longer ends its reader on close_stream")
     try:
         job_src = inspect.getsource(gradio_client.client.Job.__init__)
     except (OSError, TypeError, AttributeError):
@@ -124,6 +135,11 @@ def problems() -> list[str]:
         "self.sse_url",
         "self.upload_url",
         "self.httpx_kwargs",
+        "self.protocol",
+        "self.pending_lock",
+        "self.stream_open",
+        "self.stream_epoch",
+        "self.pending_event_epoch",
         *(f"self.{name}" for name in _EXECUTORS),
     ):
         if attribute not in init_src:
@@ -154,12 +170,13 @@ class ShuttableTransport(httpx.HTTPTransport):
         self._streams: list[Any] = []
         self._shut = False
         self._on_refused = on_refused
+        self.closed_by_space = False  # the Space ended the stream with `close_stream`
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._shut:
             raise httpx.RemoteProtocolError("the turn is over", request=request)
         response = super().handle_request(request)
-        response.stream = _Messages(response.stream, request, self._on_refused)
+        response.stream = _Messages(response.stream, request, self._on_refused, self._closed)
         stream = response.extensions.get("network_stream")
         with self._lock:
             late = self._shut
@@ -168,6 +185,9 @@ class ShuttableTransport(httpx.HTTPTransport):
         if late:
             self.shutdown()
         return response
+
+    def _closed(self) -> None:
+        self.closed_by_space = True
 
     def shutdown(self) -> None:
         with self._lock:
@@ -192,11 +212,16 @@ class _Messages(httpx.SyncByteStream):
     """
 
     def __init__(
-        self, stream: Any, request: httpx.Request, on_refused: Callable[[StreamInterruptedError], None] | None
+        self,
+        stream: Any,
+        request: httpx.Request,
+        on_refused: Callable[[StreamInterruptedError], None] | None,
+        on_closed: Callable[[], None] = lambda: None,
     ) -> None:
         self._stream = stream
         self._request = request
         self._on_refused = on_refused
+        self._on_closed = on_closed
 
     def __iter__(self) -> Any:
         parts: list[bytes] = []
@@ -210,7 +235,10 @@ class _Messages(httpx.SyncByteStream):
             end = found + 2 if found >= 0 else (1 if tail == b"\n" and chunk[:1] == b"\n" else 0)
             if end > 0:
                 parts.append(chunk[:end])
-                yield b"".join(parts)
+                block = b"".join(parts)
+                if closes_stream(block):
+                    self._on_closed()  # before gradio_client reads it and ends the reader
+                yield block
                 rest = chunk[end:]
                 parts, size, tail = ([rest] if rest else []), len(rest), rest[-1:]
             else:
@@ -237,6 +265,24 @@ class _Messages(httpx.SyncByteStream):
             close()
 
 
+def closes_stream(block: bytes) -> bool:
+    """Whether a block of whole server messages ends with Gradio's `close_stream`.
+
+    It is always the last message of a stream, and small: only the tail is looked at, and parsed
+    only when it names the message, so an update's size costs nothing here.
+    """
+    tail = block[-256:]
+    if b"close_stream" not in tail:
+        return False
+    last = tail.rstrip(b"\n").rpartition(b"\n\n")[2]
+    if not last.startswith(b"data:"):
+        return False
+    try:
+        return bool(json.loads(last[5:]).get("msg") == ServerMessage.close_stream)
+    except (ValueError, AttributeError):
+        return False
+
+
 def _as_is(*data: Any) -> tuple[Any, ...]:
     return data
 
@@ -258,6 +304,8 @@ class _ReaderKwargs(dict):  # type: ignore[type-arg]
         kwargs.pop("auth", None)  # the total deadline is for plain requests, not for the stream
         transport = ShuttableTransport(verify=self._owner.ssl_verify, proxy=proxy, on_refused=self._owner.refuse)
         self._owner.reader_transports.append(transport)
+        if self._owner.reader_ended:
+            transport.shutdown()  # a reader resumed as its turn ended must not outlive the turn
         kwargs["transport"] = transport
         kwargs["timeout"] = self._owner.reader_timeout
         return kwargs
@@ -362,6 +410,7 @@ class AdapterClient(Client):
     # otherwise (`analytics_enabled or getenv(...)`): a thread start per turn for nothing. It
     # reads this attribute right after setting it; the setter ignores what it is given.
     analytics_enabled = property(lambda self: False, lambda self, value: None)
+    stream_open: bool  # set in `Client.__init__`, kept by `send_data` and the reader
 
     def __init__(
         self,
@@ -380,6 +429,7 @@ class AdapterClient(Client):
         self.reader_transports: list[ShuttableTransport] = []
         self.reader_timeout = reader_timeout
         self.left_unfinished = False  # a job was cancelled before it completed
+        self.reader_ended = False  # `end_reader` was called: the turn is over, no reader may follow
         self.refused: StreamInterruptedError | None = None  # why the reader was ended, if by us
         quiet_agent_registry()  # before gradio_client builds its Hub headers
         super().__init__(src, **kwargs)
@@ -399,8 +449,59 @@ class AdapterClient(Client):
 
     def end_reader(self) -> None:
         """Cut the connection of every SSE reader this client opened (from any thread)."""
+        with self.pending_lock:
+            self.reader_ended = True
         for transport in list(self.reader_transports):
             transport.shutdown()
+
+    def resume_reader(self, event_id: str) -> bool:
+        """Follow a live event on a new reader when the Space closed the one it was counted on.
+
+        Gradio ends a session's stream (`close_stream`) right after the completed message of the
+        session's last pending event. The adapter joins the next step as soon as that message
+        arrives, so under load the join can register before gradio_client's reader has read the
+        close already on the wire: gradio_client counts the event as that reader's and ends it
+        with the reader, while the Space runs it and queues its messages for the session's next
+        stream. The page's browser reads the close first (one thread) and opens a stream for its
+        join; this opens that stream after the fact. Only a close the Space sent counts: a cut
+        connection, a refused update or a turn that is over still ends the event. From the
+        thread that ended the reader, outside `pending_lock`; True when the event is followed.
+        """
+        with self.pending_lock:
+            if self.reader_ended or self.refused is not None:
+                return False
+            if self.stream_open:  # a later join opened a reader: the event's messages reach it
+                self.pending_event_epoch[event_id] = self.stream_epoch
+                return True
+            last = self.reader_transports[-1] if self.reader_transports else None
+            if last is None or not last.closed_by_space:
+                return False
+            self.stream_open = True
+            self.stream_epoch += 1
+            epoch = self.stream_epoch
+            self.pending_event_epoch[event_id] = epoch
+        try:
+            future = self.stream_executor.submit(self.stream_messages, self.protocol, self.session_hash)
+        except RuntimeError:  # the client is being closed
+            with self.pending_lock:
+                if self.stream_epoch == epoch:
+                    self.stream_open = False
+            return False
+        future.add_done_callback(functools.partial(self._resumed_reader_done, epoch))
+        return True
+
+    def _resumed_reader_done(self, epoch: int, future: Any) -> None:
+        # As `send_data`'s own `close_stream` callback: the events counted on this reader end with it.
+        with self.pending_lock:
+            if self.stream_epoch == epoch:
+                self.stream_open = False
+            pending = [
+                messages
+                for event_id, messages in self.pending_messages_per_event.items()
+                if self.pending_event_epoch.get(event_id, epoch + 1) <= epoch
+            ]
+        for messages in pending:
+            messages.append(None)
 
     def refuse(self, error: StreamInterruptedError) -> None:
         """Record why the reader is being ended (an update too large), for the turn to raise."""
@@ -484,43 +585,62 @@ class _TappedDeque(deque):  # type: ignore[type-arg]
     still completes, fails and cancels through its own code.
     """
 
-    def __init__(self, items: Any, event_id: str, sink: Sink, why_ended: Callable[[], Any] = lambda: None) -> None:
+    def __init__(self, items: Any, event_id: str, sink: Sink, ends: _Ends | None = None) -> None:
         super().__init__(items)
         self.event_id = event_id
         self.sink = sink
-        self.why_ended = why_ended
+        self.ends = ends or _Ends()
+        self.completed = False
 
     def append(self, msg: Any) -> None:
         if isinstance(msg, dict):
             if msg.get("msg") == ServerMessage.process_generating:
                 self.sink(self.event_id, msg)
                 return
+            if msg.get("msg") == ServerMessage.process_completed:
+                self.completed = True
             # gradio_client later pops keys from a completed message's output: copy first.
             copied = dict(msg)
             if isinstance(copied.get("output"), dict):
                 copied["output"] = dict(copied["output"])
             self.sink(self.event_id, copied)
         elif msg is None:
-            # gradio_client's mark that the reader ended while this event was pending; `error`
-            # says why when the adapter ended it (an update over MAX_UPDATE_BYTES).
-            self.sink(self.event_id, {"msg": READER_ENDED, "error": self.why_ended()})
+            # gradio_client's mark that the reader ended while this event was pending: unless
+            # the event goes on on a new reader (`AdapterClient.resume_reader`), it ended with
+            # it; `error` says why when the adapter ended it (an update over MAX_UPDATE_BYTES).
+            if not self.completed and self.ends.resume(self.event_id):
+                return
+            self.sink(self.event_id, {"msg": READER_ENDED, "error": self.ends.why()})
         super().append(msg)
+
+
+class _Ends:
+    """What a tapped client says when its reader ends under an event: whether the event goes on
+    on a new reader, and else why the reader ended (None when the adapter did not end it)."""
+
+    def __init__(self, client: Any = None) -> None:
+        self.client = client
+
+    def resume(self, event_id: str) -> bool:
+        resume = getattr(self.client, "resume_reader", None)
+        return bool(resume(event_id)) if callable(resume) else False
+
+    def why(self) -> Any:
+        return getattr(self.client, "refused", None)
 
 
 class _TappedEvents(dict):  # type: ignore[type-arg]
     """`Client.pending_messages_per_event`, wrapping each event's deque in a `_TappedDeque`."""
 
-    def __init__(
-        self, sink: Sink, on_register: Callable[[str], None], why_ended: Callable[[], Any] = lambda: None
-    ) -> None:
+    def __init__(self, sink: Sink, on_register: Callable[[str], None], ends: _Ends | None = None) -> None:
         super().__init__()
         self.sink = sink
         self.on_register = on_register
-        self.why_ended = why_ended
+        self.ends = ends or _Ends()
 
     def __setitem__(self, event_id: str, value: Any) -> None:
         if isinstance(value, deque) and not isinstance(value, _TappedDeque):
-            value = _TappedDeque(value, event_id, self.sink, self.why_ended)
+            value = _TappedDeque(value, event_id, self.sink, self.ends)
         super().__setitem__(event_id, value)
 
     def setdefault(self, event_id: str, default: Any = None) -> Any:
@@ -660,7 +780,7 @@ def tap(client: Client, sink: Sink, on_register: Callable[[str], None]) -> None:
     if not tap_supported():
         raise RuntimeError("gradio_client internals changed; use the public Job API")
     with client.pending_lock:
-        tapped = _TappedEvents(sink, on_register, lambda: getattr(client, "refused", None))
+        tapped = _TappedEvents(sink, on_register, _Ends(client))
         for event_id, messages in client.pending_messages_per_event.items():
             tapped[event_id] = messages
         client.pending_messages_per_event = tapped

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from qwen_space_adapter import Qwen_Qwen_2_5M
@@ -102,6 +104,10 @@ INTERNALS = {
     "cancel_fn",
     "stream_messages",
     "send_data",
+    "pending_lock",
+    "stream_open",
+    "stream_epoch",
+    "pending_event_epoch",
     "_get_config",
     "_get_api_info",
     "_telemetry_thread",
@@ -123,3 +129,47 @@ def test_only_the_internals_module_touches_gradio_client_internals():
             if isinstance(node, ast.Attribute) and node.attr in INTERNALS:
                 found.append(f"{path.relative_to(package)}:{node.lineno} .{node.attr}")
     assert not found, f"gradio_client internals used outside _gc_internals.py: {found}"
+
+
+@pytest.mark.parametrize(
+    ("block", "closes"),
+    [
+        (b'data: {"msg":"close_stream","event_id":null}\n\n', True),  # Gradio 4.44's orjson
+        (b'data: {"msg": "close_stream", "event_id": null}\n\n', True),
+        (b'data: {"msg":"process_completed","event_id":"e"}\n\ndata: {"msg":"close_stream"}\n\n', True),
+        (b'data: {"msg":"close_stream"}\n\ndata: {"msg":"heartbeat"}\n\n', False),  # not the last
+        (b'data: {"msg":"process_generating","output":{"data":["close_stream"]}}\n\n', False),
+        (b'data: {"msg":"process_generating","output":"' + b"x" * 10**6 + b' close_stream"}\n\n', False),
+    ],
+)
+def test_only_the_spaces_close_of_the_stream_counts_as_one(block, closes):
+    assert gci.closes_stream(block) is closes
+
+
+def _reader_state(closed_by_space: bool) -> gci.AdapterClient:
+    """A client's reader bookkeeping as it is when its reader ended under event "e" (epoch 1)."""
+    client = gci.AdapterClient.__new__(gci.AdapterClient)
+    client.pending_lock = threading.Lock()
+    client.reader_ended, client.refused = False, None
+    client.stream_open, client.stream_epoch, client.pending_event_epoch = False, 1, {"e": 1}
+    transport = gci.ShuttableTransport()
+    transport.closed_by_space = closed_by_space
+    client.reader_transports = [transport]
+    return client
+
+
+def test_an_event_is_not_resumed_after_a_reader_the_space_did_not_close():
+    # a cut connection, a refused update or a turn that is over ends the event with its reader
+    assert not _reader_state(closed_by_space=False).resume_reader("e")
+    client = _reader_state(closed_by_space=True)
+    client.end_reader()
+    assert not client.resume_reader("e")
+    client = _reader_state(closed_by_space=True)
+    client.refused = gci.StreamInterruptedError("too large")
+    assert not client.resume_reader("e")
+
+
+def test_an_event_goes_on_on_a_reader_a_later_join_opened():
+    client = _reader_state(closed_by_space=False)
+    client.stream_open, client.stream_epoch = True, 2
+    assert client.resume_reader("e") and client.pending_event_epoch["e"] == 2
