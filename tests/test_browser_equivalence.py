@@ -225,3 +225,33 @@ def test_the_comparison_normalises_only_what_two_clients_legitimately_differ_in(
         "browser ran [upload, run/predict fn 0, queue/join fn 1]; adapter ran [upload, queue/join fn 0" in f
         for f in found
     ), found
+
+
+def test_a_change_listener_and_the_steps_sent_with_it_are_compared_in_either_order() -> None:
+    """The page sends a step's chained steps and the change events its outputs fired at once:
+    under load either reaches the server first. Nothing else moves. Fast: no browser."""
+    from tests.browser.compare import Normaliser
+
+    config = {
+        "components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}, {"id": 9, "type": "dropdown"}],
+        "dependencies": [
+            {"targets": [[9, "change"]], "inputs": [9], "outputs": [1]},  # fn 0 listens to 9
+            {"targets": [[1, "submit"]], "inputs": [1, 2], "outputs": [1, 2]},
+            {"trigger_after": 1, "inputs": [2], "outputs": [2, 9]},  # fn 2 outputs 9
+            {"trigger_after": 2, "inputs": [2], "outputs": [2]},  # fn 3 is chained after it
+            {"trigger_after": 3, "inputs": [], "outputs": [1]},
+        ],
+    }
+    norm = Normaliser(config)
+
+    def entries(*steps: tuple[str, int]) -> list[dict[str, Any]]:
+        return [{"route": route, "fn_index": fn} for route, fn in steps]
+
+    predict, join = "run/predict", "queue/join"
+    browser = entries((predict, 1), (join, 2), (predict, 0), (join, 3), (join, 4))
+    adapter = entries((predict, 1), (join, 2), (join, 3), (predict, 0), (join, 4))
+    assert norm._siblings_sorted(browser) == norm._siblings_sorted(adapter)
+    before_its_trigger = entries((predict, 1), (predict, 0), (join, 2), (join, 3), (join, 4))
+    assert norm._siblings_sorted(before_its_trigger) != norm._siblings_sorted(browser)
+    after_the_next_step = entries((predict, 1), (join, 2), (join, 3), (join, 4), (predict, 0))
+    assert norm._siblings_sorted(after_the_next_step) != norm._siblings_sorted(browser)

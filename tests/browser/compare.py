@@ -100,26 +100,44 @@ class Normaliser:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.slots = _state_slots(config)
-        self.parents = {
-            (dep.get("id", i) if isinstance(dep.get("id"), int) else i): dep.get("trigger_after")
+        deps = {
+            (dep.get("id", i) if isinstance(dep.get("id"), int) else i): dep
             for i, dep in enumerate(config.get("dependencies", []))
         }
+        self.parents = {fn: dep.get("trigger_after") for fn, dep in deps.items()}
+        # fn -> the steps whose completion makes the page send it: a chained step's parent, and
+        # for a `.change` listener every step that outputs the component it listens to.
+        self.sent_after: dict[int, set[int]] = {}
+        for fn, dep in deps.items():
+            after = {dep["trigger_after"]} if isinstance(dep.get("trigger_after"), int) else set()
+            watched = {t[0] for t in dep.get("targets") or [] if isinstance(t, list) and t[1:2] == ["change"]}
+            after |= {other for other, o in deps.items() if watched & set(o.get("outputs") or [])}
+            self.sent_after[fn] = after
+        self.listeners = {fn for fn, dep in deps.items() if any(t[1:2] == ["change"] for t in dep.get("targets") or [])}
+
+    def _sent_at_once(self, prev: dict[str, Any], entry: dict[str, Any]) -> bool:
+        a, b = prev.get("fn_index"), entry.get("fn_index")
+        if not isinstance(a, int) or not isinstance(b, int):
+            return False
+        if entry.get("route") == prev.get("route") == "run/predict":
+            parent = self.parents.get(b)
+            if parent is not None and parent == self.parents.get(a):
+                return True
+        return bool({a, b} & self.listeners) and bool(self.sent_after.get(a, set()) & self.sent_after.get(b, set()))
 
     def _siblings_sorted(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Accepted difference "concurrent siblings": unqueued steps chained after the same step
-        are sent by the page at once, without waiting for each other (two fetches in flight;
-        which arrives first depends on what each gathers first, e.g. Gradio 6 sends a step with
-        no inputs before one that reads the chatbot). Their order is not the page's behaviour:
-        a run of such adjacent steps is compared by fn index. Anything else keeps its order."""
+        """Accepted difference "concurrent siblings": the requests the page sends when one step
+        completes go out at once, without waiting for each other (two fetches in flight; which
+        arrives first depends on what each gathers first and on the machine's load, e.g. Gradio 6
+        sends a step with no inputs before one that reads the chatbot): unqueued steps chained
+        after the same step, and a `.change` listener with the steps chained after a step whose
+        outputs fired it (the frontend sends the chained steps, then the change events on its
+        next tick). Their order is not the page's behaviour: a run of such adjacent steps is
+        compared by fn index. Anything else keeps its order."""
         out: list[dict[str, Any]] = []
         for entry in entries:
             prev = out[-1] if out else None
-            if (
-                prev is not None
-                and entry.get("route") == prev.get("route") == "run/predict"
-                and self.parents.get(entry.get("fn_index")) is not None
-                and self.parents.get(entry.get("fn_index")) == self.parents.get(prev.get("fn_index"))
-            ):
+            if prev is not None and self._sent_at_once(prev, entry):
                 group = [prev, entry]
                 out[-1:] = sorted(group, key=lambda e: e.get("fn_index") or 0)
             else:
