@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import signal
 import threading
 
 import pytest
 from threadcount import CACHED_THREADS
 
 from qwen_space_adapter import workers
+
+
+# A suite started in the background (`.ci/run &`, nohup, a runner without job control) inherits
+# SIGINT ignored, and an ignored signal stays ignored across exec: every CLI, script and kernel the
+# tests start would ignore the Ctrl-C they are sent, and the tests of Ctrl-C fail for nothing.
+# A handled signal is reset to its default on exec, so handling it here gives them Ctrl-C back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
