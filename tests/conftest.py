@@ -8,7 +8,6 @@ from threadcount import CACHED_THREADS
 
 from qwen_space_adapter import workers
 
-
 # A suite started in the background (`.ci/run &`, nohup, a runner without job control) inherits
 # SIGINT ignored, and an ignored signal stays ignored across exec: every CLI, script and kernel the
 # tests start would ignore the Ctrl-C they are sent, and the tests of Ctrl-C fail for nothing.

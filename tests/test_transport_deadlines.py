@@ -77,6 +77,7 @@ def test_the_reader_stream_has_no_total_deadline():
     class Owner:
         ssl_verify = False
         reader_timeout = httpx.Timeout(60.0)
+        reader_ended = False
 
         def __init__(self) -> None:
             self.reader_transports: list[gci.ShuttableTransport] = []
