@@ -255,3 +255,31 @@ def test_a_change_listener_and_the_steps_sent_with_it_are_compared_in_either_ord
     assert norm._siblings_sorted(before_its_trigger) != norm._siblings_sorted(browser)
     after_the_next_step = entries((predict, 1), (join, 2), (join, 3), (join, 4), (predict, 0))
     assert norm._siblings_sorted(after_the_next_step) != norm._siblings_sorted(browser)
+
+
+def test_a_chained_step_recorded_after_the_drivers_next_mark_belongs_to_its_turn() -> None:
+    """The driver moves on when the page is usable and nothing is in flight, which can fall just
+    before the fetch of the last `.then` step: that step is the end of its turn, not the start of
+    the next (a turn starts with a person's action). A step that already ran is not moved."""
+    from tests.browser.compare import Normaliser
+
+    config = {
+        "components": [{"id": 1, "type": "textbox"}, {"id": 2, "type": "chatbot"}],
+        "dependencies": [
+            {"targets": [[1, "submit"]], "inputs": [1], "outputs": [1]},
+            {"trigger_after": 0, "inputs": [2], "outputs": [2]},
+            {"trigger_after": 1, "inputs": [], "outputs": [1]},  # fn 2: the chain's last step
+        ],
+    }
+    norm = Normaliser(config)
+
+    def step(turn: str, fn: int) -> dict[str, Any]:
+        return _exchange(turn, "POST", "/run/predict", {"fn_index": fn, "data": []}, {"data": []})
+
+    def order(recording: list[dict[str, Any]]) -> list[list[Any]]:
+        return [[e.get("fn_index") for e in t["entries"]] for t in norm.steps(recording)]
+
+    late = [step("1", 0), step("1", 1), step("2", 2), step("2", 0), step("2", 1), step("2", 2)]
+    assert order(late) == [[0, 1, 2], [0, 1, 2]]
+    twice = [step("1", 0), step("1", 1), step("1", 2), step("2", 2), step("2", 0)]
+    assert order(twice) == [[0, 1, 2], [2, 0]], "a step that ran already starts the next turn: a difference"

@@ -20,6 +20,7 @@ Everything else that differs is a difference, shown as a unified diff of the two
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -115,6 +116,23 @@ class Normaliser:
             self.sent_after[fn] = after
         self.listeners = {fn for fn, dep in deps.items() if any(t[1:2] == ["change"] for t in dep.get("targets") or [])}
 
+    def _tail_of(self, earlier: list[dict[str, Any]], entry: dict[str, Any]) -> bool:
+        """Accepted difference "late tail": whether `entry`, the first request recorded in a turn,
+        is the last step of the turn before (a step chained after one that ran there, and not run
+        since). A turn starts with a person's action, never with a chained step; the driver moves on
+        once the page is usable and nothing is in flight, which can fall between a step's end and
+        the fetch of the step chained after it (Gradio 6's ChatInterface re-enables its input before
+        its last `.then` step is sent). The adapter awaits that step within its turn."""
+        fn = entry.get("fn_index")
+        parent = self.parents.get(fn) if isinstance(fn, int) else None
+        if not isinstance(parent, int):
+            return False
+        ran = [e.get("fn_index") for e in earlier]
+        if parent not in ran:
+            return False
+        last = len(ran) - 1 - ran[::-1].index(parent)
+        return fn not in ran[last + 1 :]
+
     def _sent_at_once(self, prev: dict[str, Any], entry: dict[str, Any]) -> bool:
         a, b = prev.get("fn_index"), entry.get("fn_index")
         if not isinstance(a, int) or not isinstance(b, int):
@@ -160,6 +178,9 @@ class Normaliser:
             entry = self._entry(x, completed, uploads)
             if entry is not None:
                 turns[-1]["entries"].append(entry)
+        for earlier, later in itertools.pairwise(turns):
+            while later["entries"] and self._tail_of(earlier["entries"], later["entries"][0]):
+                earlier["entries"].append(later["entries"].pop(0))
         for turn in turns:
             turn["entries"] = self._siblings_sorted(turn["entries"])
         text = json.dumps(turns)
