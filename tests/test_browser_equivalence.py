@@ -283,3 +283,20 @@ def test_a_chained_step_recorded_after_the_drivers_next_mark_belongs_to_its_turn
     assert order(late) == [[0, 1, 2], [0, 1, 2]]
     twice = [step("1", 0), step("1", 1), step("1", 2), step("2", 2), step("2", 0)]
     assert order(twice) == [[0, 1, 2], [2, 0]], "a step that ran already starts the next turn: a difference"
+
+
+def test_a_step_one_client_got_as_a_stale_diff_compares_by_what_is_sent_next() -> None:
+    """Gradio 4 and 5 answer an unqueued generator step that drew a stale id() with a diff: chance,
+    and the server's answer, not the client's request. Its outputs compare as equal; a different
+    request still differs. Fast: no browser."""
+    from tests.browser.compare import Normaliser
+
+    norm = Normaliser(CONFIG)
+    upload = "/tmp/gradio/" + "a" * 40 + "/minutes.txt"
+    browser = norm.steps(_client("aaaa1111", 40001, upload))
+    stale = _client("bbbb2222", 40002, upload.replace("a", "b"), page=False)
+    stale[3]["response_json"] = {"data": [[], [["append", [0, 1], "!"]], None]}
+    assert summary(browser, norm.steps(stale)) == [] and diff(browser, norm.steps(stale)) == ""
+
+    stale[4]["json"]["data"] = [[["hi", "!"]], None]  # the next step sent what the diff was misread as
+    assert any("data[0]" in f for f in summary(browser, norm.steps(stale)))

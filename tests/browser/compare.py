@@ -11,7 +11,10 @@ request. Only what legitimately differs between two clients is normalised away:
 - State slots (`gr.State` inputs and outputs: the server reads them from the session, whatever
   a client puts there);
 - timings (`duration`, `average_duration`) and the streaming updates between a step's start and
-  its end (how the diffs of a stream are batched depends on timing; the final outputs do not).
+  its end (how the diffs of a stream are batched depends on timing; the final outputs do not);
+- the order of requests the page sends at once ("concurrent siblings"), a chained step recorded
+  after the driver moved on ("late tail"), and an unqueued step's outputs that one client got as
+  a diff against a stale stream ("stale stream"): chance and load, not the page's behaviour.
 
 Requests that are the page itself, not its chain, are in `ACCEPTED`: each with a name and why.
 Everything else that differs is a difference, shown as a unified diff of the two recordings.
@@ -258,10 +261,42 @@ class Normaliser:
             out = output.get("data")
             if isinstance(out, list):
                 out = ["<state>" if n in outs else v for n, v in enumerate(out)]
-            step["outputs"] = out
+            stale = route == "run/predict" and isinstance(out, list) and any(map(_is_diff, out))
+            step["outputs"] = STALE if stale else out
         else:
             step["error"] = output.get("error", output)
         return step
+
+
+STALE = "<a diff against a stale stream>"
+"""Accepted difference "stale stream": Gradio 4 and 5 key diff streams by a generator's id() and
+never end those of unqueued generators, so an unqueued step that draws a stale address is answered
+with a diff instead of its value (docs/space-api.md). Which client draws one is chance, and it is
+the server's answer, not the client's request: such a step's outputs are compared as equal to the
+other client's. What each client sends next is still compared, so a client that misread the diff
+still differs there."""
+_DIFF_OPS = frozenset({"replace", "append", "add", "delete"})
+
+
+def _is_diff(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_op(op) for op in value)
+
+
+def _is_op(op: Any) -> bool:
+    return isinstance(op, list) and len(op) == 3 and op[0] in _DIFF_OPS and isinstance(op[1], list)
+
+
+def _stale_aligned(browser: list[dict[str, Any]], adapter: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """Both recordings with the outputs of a step one client got as a stale diff marked in both."""
+    browser, adapter = json.loads(json.dumps(browser)), json.loads(json.dumps(adapter))
+    by_turn = {t["turn"]: t["entries"] for t in adapter}
+    for t in browser:
+        theirs = by_turn.get(t["turn"], [])
+        for mine, other in zip(t["entries"], theirs, strict=False):
+            if mine.get("fn_index") == other.get("fn_index") and STALE in (mine.get("outputs"), other.get("outputs")):
+                if "outputs" in mine and "outputs" in other:
+                    mine["outputs"] = other["outputs"] = STALE
+    return browser, adapter
 
 
 def lines(turns: list[dict[str, Any]]) -> list[str]:
@@ -276,6 +311,7 @@ def lines(turns: list[dict[str, Any]]) -> list[str]:
 
 def diff(browser: list[dict[str, Any]], adapter: list[dict[str, Any]]) -> str:
     """A unified diff of the two normalised recordings ("" when they are equal)."""
+    browser, adapter = _stale_aligned(browser, adapter)
     return "\n".join(difflib.unified_diff(lines(browser), lines(adapter), "browser", "adapter", lineterm="", n=4))
 
 
@@ -302,6 +338,7 @@ def _label(e: dict[str, Any]) -> str:
 def summary(browser: list[dict[str, Any]], adapter: list[dict[str, Any]]) -> list[str]:
     """The differences as short sentences: per turn the steps each client ran, then field by field
     for the steps both ran (matched by fn_index, in order)."""
+    browser, adapter = _stale_aligned(browser, adapter)
     found: list[str] = []
     by_turn = {t["turn"]: t["entries"] for t in adapter}
     for t in browser:
