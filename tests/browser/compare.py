@@ -112,12 +112,14 @@ class Normaliser:
         # fn -> the steps whose completion makes the page send it: a chained step's parent, and
         # for a `.change` listener every step that outputs the component it listens to.
         self.sent_after: dict[int, set[int]] = {}
+        self.listeners: set[int] = set()
         for fn, dep in deps.items():
             after = {dep["trigger_after"]} if isinstance(dep.get("trigger_after"), int) else set()
             watched = {t[0] for t in dep.get("targets") or [] if isinstance(t, list) and t[1:2] == ["change"]}
+            if watched:
+                self.listeners.add(fn)
             after |= {other for other, o in deps.items() if watched & set(o.get("outputs") or [])}
             self.sent_after[fn] = after
-        self.listeners = {fn for fn, dep in deps.items() if any(t[1:2] == ["change"] for t in dep.get("targets") or [])}
 
     def _tail_of(self, earlier: list[dict[str, Any]], entry: dict[str, Any]) -> bool:
         """Accepted difference "late tail": whether `entry`, the first request recorded in a turn,
@@ -275,6 +277,8 @@ with a diff instead of its value (docs/space-api.md). Which client draws one is 
 the server's answer, not the client's request: such a step's outputs are compared as equal to the
 other client's. What each client sends next is still compared, so a client that misread the diff
 still differs there."""
+# The judge reads Gradio's diff format itself, not through the adapter's `protocol.is_diff`: what
+# judges the adapter must not share its code.
 _DIFF_OPS = frozenset({"replace", "append", "add", "delete"})
 
 
