@@ -66,29 +66,44 @@ def test_the_callers_thread_never_starts_a_worker(mocker):
 
 
 def test_a_task_runs_even_when_no_thread_can_be_started(mocker):
+    """The task must reach the starter's fallback, not an idle worker: a worker of an earlier
+    test can fall idle at any moment, so an attempt an idle worker took is played again, with
+    that worker kept busy too."""
     _wait_idle()
     release = threading.Event()
-    blockers = [threading.Event() for _ in range(workers._idle + 2)]  # every idle worker, and more
+    start = threading.Thread.start
+    starter = f"{workers.WORKER_NAME} starter"
 
     def hold(started: threading.Event) -> None:
         started.set()
-        release.wait(10)
+        release.wait(30)
 
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name == workers.WORKER_NAME:
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    ran_on: list[str] = []
     try:
-        for started in blockers:  # keep every idle worker busy, so the next task needs a new one
-            workers.spawn(hold, started)
-        assert all(b.wait(10) for b in blockers)
-        assert workers._idle == 0, "an idle worker would take the task: the test would prove nothing"
-        start = threading.Thread.start
+        for _attempt in range(20):
+            blockers = [threading.Event() for _ in range(workers._idle + 2)]  # every idle worker, and more
+            for started in blockers:  # so that the next task needs a new worker
+                workers.spawn(hold, started)
+            assert all(b.wait(10) for b in blockers)
+            ran = threading.Event()
 
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name == workers.WORKER_NAME:
-                raise RuntimeError("can't start new thread")
-            start(thread)
+            def note(ran: threading.Event = ran) -> None:
+                ran_on.append(threading.current_thread().name)
+                ran.set()
 
-        mocker.patch.object(threading.Thread, "start", autospec=True, side_effect=refuse)
-        ran = threading.Event()
-        workers.spawn(ran.set)
-        assert ran.wait(10), "a task was lost when its worker could not start"
+            refusing = mocker.patch.object(threading.Thread, "start", autospec=True, side_effect=refuse)
+            try:
+                workers.spawn(note)
+                assert ran.wait(10), "a task was lost when its worker could not start"
+            finally:
+                mocker.stop(refusing)
+            if ran_on[-1] == starter:
+                break
     finally:
         release.set()
+    assert ran_on[-1] == starter, f"the task never needed a new worker: it ran on {ran_on}"
