@@ -26,6 +26,7 @@ import anyio
 import sniffio
 
 WORKER_NAME = "qwen-space worker"  # the starter's name begins with it too: tests see both as a cache
+STARTER_NAME = f"{WORKER_NAME} starter"
 IDLE = 10.0  # seconds an idle worker waits for work before it ends
 
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -56,7 +57,7 @@ def spawn(fn: Callable[..., Any], *args: Any) -> None:
         starter = _starter
         # After a fork the starter is gone (the child has only the forking thread).
         if starter is None or not starter.is_alive():
-            starter = _starter = threading.Thread(target=_start_workers, name=f"{WORKER_NAME} starter", daemon=True)
+            starter = _starter = threading.Thread(target=_start_workers, name=STARTER_NAME, daemon=True)
         else:
             return
     starter.start()  # once per process, before any worker exists

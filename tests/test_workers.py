@@ -72,7 +72,6 @@ def test_a_task_runs_even_when_no_thread_can_be_started(mocker):
     _wait_idle()
     release = threading.Event()
     start = threading.Thread.start
-    starter = f"{workers.WORKER_NAME} starter"
 
     def hold(started: threading.Event) -> None:
         started.set()
@@ -102,8 +101,8 @@ def test_a_task_runs_even_when_no_thread_can_be_started(mocker):
                 assert ran.wait(10), "a task was lost when its worker could not start"
             finally:
                 mocker.stop(refusing)
-            if ran_on[-1] == starter:
+            if ran_on[-1] == workers.STARTER_NAME:
                 break
     finally:
         release.set()
-    assert ran_on[-1] == starter, f"the task never needed a new worker: it ran on {ran_on}"
+    assert ran_on[-1] == workers.STARTER_NAME, f"the task never needed a new worker: it ran on {ran_on}"
