@@ -16,6 +16,43 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The suite's schedule on pytest-xdist's workers (`-n 2 --dist loadgroup`, pyproject.toml): each file is
+# one unit, so its module fixtures run once; the files that share the real UIs' replicas (qwen_shared_replica,
+# 6 to 12 s to start each) are one unit, so every flavor starts on one worker only; the longest units go first,
+# so the two workers end together. `-n 0` runs the same order in one process.
+SHARED_FLAVORS = (
+    "test_browser_equivalence.py",
+    "test_real_ui.py",
+    "test_replica_real_ui.py",
+    "test_stop_anywhere.py",
+    "test_stream_close.py",
+    "test_replica_gradio6.py",
+)
+LONGEST_FIRST = (
+    *SHARED_FLAVORS,
+    "test_turns.py",
+    "test_reliability.py",
+    "test_replica_lifecycle.py",
+    "test_harness.py",
+    "test_benchmark_smoke.py",
+    "test_replica.py",
+    "test_serve.py",
+)
+
+
+def unit_of(item: pytest.Item) -> str:
+    name = item.path.name
+    return "shared-flavors" if name in SHARED_FLAVORS else name
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
