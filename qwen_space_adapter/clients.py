@@ -9,6 +9,9 @@ the next turn's messages. Ending a turn's client is `ending.py`'s job.
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (its exit join registered first: `_end_readers_at_exit` runs before it)
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -65,11 +68,33 @@ def open_client(
     except Exception as exc:
         raise translate(exc, info.target.url) from None
     client.session_hash = session_hash
+    _OPEN.add(client)
     return client
+
+
+# The clients of turns not ended yet. A stream left open when its loop ends without closing its
+# generators (a bare `loop.close()`) never ends its turn: its reader would keep the interpreter's
+# exit waiting (concurrent.futures joins its threads) while the Space generated the whole answer for
+# nobody. At exit, before that join, every such reader is cut: the Space drops the session's events.
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _end_readers_at_exit() -> None:
+    for client in list(_OPEN):
+        try:
+            client.end_reader()
+        except Exception:
+            pass
+
+
+# threading's exit hooks run newest first, before the interpreter joins any thread; a private
+# hook of CPython's (3.9+), so where it is missing the exit only waits, as before.
+getattr(threading, "_register_atexit", lambda _hook: None)(_end_readers_at_exit)
 
 
 def close_client(client: Any, wait: bool = True) -> None:
     """Stop the client's threads; with `wait`, return only once they have ended."""
+    _OPEN.discard(client)
     try:
         client.close()
     except Exception:

@@ -13,6 +13,8 @@ The state, where it lives, what it holds, and what bounds it:
 - `session._GATES`: one gate per session in use. Weak: gone with the last turn using it.
 - `session._UNFINISHED`, `_OWN`: the last outputs of streams left unfinished; the events of a
   session this process joined. `UNFINISHED_SESSIONS` x `UNFINISHED_KEPT`; `OWN_SESSIONS`.
+- `clients._OPEN`: the clients of turns not ended yet, and its exit hook (threading's, before any
+  thread is joined) that cuts their readers. Weak: a client leaves it when its turn's ending closes it.
 - `ending._RUNNING`: turn endings running in the background. Each ends within its bounds; the
   interpreter's exit waits `EXIT_GRACE` for them.
 - `workers._tasks`, `_unstarted`, the workers and their starter: idle daemon threads (a cache).
@@ -40,6 +42,7 @@ CACHES: tuple[tuple[str, str], ...] = (
     ("qwen_space_adapter.session", "_GATES"),
     ("qwen_space_adapter.session", "_UNFINISHED"),
     ("qwen_space_adapter.session", "_OWN"),
+    ("qwen_space_adapter.clients", "_OPEN"),
     ("qwen_space_adapter.ending", "_RUNNING"),
     ("qwen_space_adapter.workers", "_tasks"),
     ("qwen_space_adapter.workers", "_unstarted"),
