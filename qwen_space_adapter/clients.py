@@ -26,6 +26,26 @@ if TYPE_CHECKING:
     from .config_cache import SpaceInfo
 
 
+# The clients of turns not ended yet. A stream left open when its loop ends without closing its
+# generators (a bare `loop.close()`) never ends its turn: its reader would keep the interpreter's
+# exit waiting (concurrent.futures joins its threads) while the Space generated the whole answer for
+# nobody. At exit, before that join, every such reader is cut: the Space drops the session's events.
+_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _end_readers_at_exit() -> None:
+    for client in list(_OPEN):
+        try:
+            client.end_reader()
+        except Exception:
+            pass
+
+
+# threading's exit hooks run newest first, before the interpreter joins any thread; a private
+# hook of CPython's (3.9+), so where it is missing the exit only waits, as before.
+getattr(threading, "_register_atexit", lambda _hook: None)(_end_readers_at_exit)
+
+
 def client_kwargs(target: SpaceTarget, connect_timeout: float) -> dict[str, Any]:
     """gradio_client's arguments, with every plain request bounded by `connect_timeout` in total.
 
@@ -70,26 +90,6 @@ def open_client(
     client.session_hash = session_hash
     _OPEN.add(client)
     return client
-
-
-# The clients of turns not ended yet. A stream left open when its loop ends without closing its
-# generators (a bare `loop.close()`) never ends its turn: its reader would keep the interpreter's
-# exit waiting (concurrent.futures joins its threads) while the Space generated the whole answer for
-# nobody. At exit, before that join, every such reader is cut: the Space drops the session's events.
-_OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _end_readers_at_exit() -> None:
-    for client in list(_OPEN):
-        try:
-            client.end_reader()
-        except Exception:
-            pass
-
-
-# threading's exit hooks run newest first, before the interpreter joins any thread; a private
-# hook of CPython's (3.9+), so where it is missing the exit only waits, as before.
-getattr(threading, "_register_atexit", lambda _hook: None)(_end_readers_at_exit)
 
 
 def close_client(client: Any, wait: bool = True) -> None:
